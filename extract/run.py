@@ -1,0 +1,223 @@
+"""An extraction run: which samples, under which run id, written in which order.
+
+The run id is derived from everything that shapes the data (model and its
+revision, dtype, token budget, statistics settings), so rerunning the same
+configuration resumes the same run: finished samples are skipped, a sample cut
+short by a crash is redone and overwrites its files. `samples` is written last
+for each sample, so its file marks the sample done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+
+import duckdb
+import pyarrow as pa
+
+from extract.longbench import LongBench, Sample, Skip, read_task
+from extract.model import Loaded
+from extract.sample import StatsConfig, extract_sample
+from warehouse import schemas
+from warehouse.store import Store
+
+log = logging.getLogger(__name__)
+
+PROMPT_FORMAT = 1  # bump when prompt building changes the tokens fed to the model
+WRITE_ORDER = ("tokens", "token_stats", "layer_stats", "kv", "samples")  # samples last: the done marker
+VERSIONED = ("torch", "transformers", "pyarrow", "duckdb", "polars", "prefect", "numpy", "kvwarehouse")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    task: str
+    sample_id: str
+    status: str  # extracted | existing | skipped (bad input) | failed (raised after retries)
+    n_tokens: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    samples: list[Sample] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+
+
+def plan(lb: LongBench, tasks: list[str] | None, limit: int | None) -> Plan:
+    """Read the chosen tasks (all when None): up to `limit` good samples each, bad records as skips."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (or None for every sample), got {limit}")
+    out = Plan()
+    for task in lb.check_tasks(tasks):
+        for item in read_task(lb, task, limit):
+            (out.samples if isinstance(item, Sample) else out.skips).append(item)
+    return out
+
+
+def effective_max_tokens(loaded: Loaded, max_tokens: int) -> int:
+    if max_tokens < 16:
+        raise ValueError(f"max_tokens must be >= 16, got {max_tokens}")
+    if max_tokens > loaded.max_positions:
+        log.warning(
+            "max_tokens=%d exceeds %s's maximum of %d positions: prompts are truncated to %d",
+            max_tokens,
+            loaded.name,
+            loaded.max_positions,
+            loaded.max_positions,
+        )
+    return min(max_tokens, loaded.max_positions)
+
+
+def make_run_id(loaded: Loaded, max_tokens: int, cfg: StatsConfig, run_name: str | None = None) -> str:
+    if run_name:
+        return run_name
+    shape = {
+        "model": loaded.source,
+        "revision": loaded.revision,
+        "dtype": loaded.dtype,
+        "max_tokens": max_tokens,
+        "stats": asdict(cfg),
+        "prompt_format": PROMPT_FORMAT,
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in VERSIONED:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def is_done(store: Store, model: str, run_id: str, sample: Sample) -> bool:
+    return store.exists("samples", sample.sample_id, model=model, task=sample.task, run_id=run_id)
+
+
+def write_sample(store: Store, tables: dict[str, pa.Table], head_dim: int) -> None:
+    """Write a sample's tables, `samples` last; clears an earlier skip record of the sample."""
+    row = tables["samples"].to_pylist()[0]
+    for name in WRITE_ORDER:
+        if name in tables:
+            schema = schemas.kv_schema(head_dim) if name == "kv" else None
+            store.write(name, tables[name], row["sample_id"], schema=schema)
+    store.remove("skipped", _skip_name(row["source"]), model=row["model"], task=row["task"], run_id=row["run_id"])
+
+
+def _skip_name(source: str) -> str:
+    return source.replace(":", "-line")
+
+
+def record_skip(store: Store, run_id: str, model: str, skip: Skip, status: str = "skipped") -> Outcome:
+    """Write why a record was not extracted (status `failed` when the model step itself raised)."""
+    row = {
+        "run_id": run_id,
+        "model": model,
+        "task": skip.task,
+        "sample_id": skip.sample_id,
+        "source": skip.source,
+        "reason": skip.reason,
+        "skipped_at": datetime.now(UTC),
+    }
+    store.write("skipped", pa.Table.from_pylist([row], schema=schemas.SKIPPED.schema), _skip_name(skip.source))
+    log.warning("skipped %s (%s): %s", skip.source, skip.task, skip.reason)
+    return Outcome(skip.task, skip.sample_id, status, reason=f"{skip.source}: {skip.reason}")
+
+
+def process_sample(
+    store: Store,
+    loaded: Loaded,
+    lb: LongBench,
+    sample: Sample,
+    run_id: str,
+    max_tokens: int,
+    cfg: StatsConfig,
+    overwrite: bool = False,
+) -> Outcome:
+    """Extract and write one sample unless it is already done (or `overwrite`)."""
+    if not overwrite and is_done(store, loaded.name, run_id, sample):
+        return Outcome(sample.task, sample.sample_id, "existing")
+    t0 = time.perf_counter()
+    tables = extract_sample(loaded, lb, sample, run_id, max_tokens, cfg)
+    head_dim = int(tables["kv"].schema.field("key").type.list_size) if "kv" in tables else 0
+    write_sample(store, tables, head_dim)
+    n = tables["samples"]["n_tokens"][0].as_py()
+    return Outcome(sample.task, sample.sample_id, "extracted", n, time.perf_counter() - t0)
+
+
+def write_run(
+    store: Store, loaded: Loaded, run_id: str, parameters: dict, started_at: datetime, seconds: float
+) -> dict:
+    """Upsert the run's row: totals are recounted from the files, so they are right after any crash."""
+    con = duckdb.connect()
+    base = store.root
+    glob = lambda t: str(base / t / f"model={loaded.name}" / "*" / f"run_id={run_id}" / "*.parquet")  # noqa: E731
+    samples, tokens = 0, 0
+    if list((base / "samples" / f"model={loaded.name}").glob(f"*/run_id={run_id}/*.parquet")):
+        samples, tokens = con.execute(
+            "SELECT count(*), coalesce(sum(n_tokens), 0) FROM read_parquet(?)", [glob("samples")]
+        ).fetchone()
+    skipped = len(list((base / "skipped" / f"model={loaded.name}").glob(f"*/run_id={run_id}/*.parquet")))
+    prev = None
+    if store.exists("runs", "run", model=loaded.name, run_id=run_id):
+        prev = store.read("runs", "run", model=loaded.name, run_id=run_id).to_pylist()[0]
+    row = {
+        "run_id": run_id,
+        "model": loaded.name,
+        "model_source": loaded.source,
+        "model_revision": loaded.revision,
+        "dtype": loaded.dtype,
+        "device": loaded.device,
+        "attn_impl": loaded.attn_impl,
+        "parameters": json.dumps(parameters, sort_keys=True, default=str),
+        "versions": json.dumps(versions(), sort_keys=True),
+        "started_at": min(started_at, prev["started_at"]) if prev else started_at,
+        "finished_at": datetime.now(UTC),
+        "seconds": seconds + (prev["seconds"] if prev else 0.0),
+        "invocations": 1 + (prev["invocations"] if prev else 0),
+        "samples": int(samples),
+        "tokens": int(tokens),
+        "skipped": skipped,
+    }
+    store.write("runs", pa.Table.from_pylist([row], schema=schemas.RUNS.schema), "run")
+    return row
+
+
+def summary_markdown(run: dict, outcomes: list[Outcome], data_root: str, db: str, seconds: float) -> str:
+    """The run summary published as a Prefect artifact (and printed by the CLI)."""
+    done = [o for o in outcomes if o.status == "extracted"]
+    existing = [o for o in outcomes if o.status == "existing"]
+    skipped = [o for o in outcomes if o.status in ("skipped", "failed")]
+    tokens = sum(o.n_tokens for o in done)
+    busy = sum(o.seconds for o in done)
+    lines = [
+        f"# extract {run['model']} — run `{run['run_id']}`",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| samples extracted now | {len(done)} |",
+        f"| samples already done (skipped) | {len(existing)} |",
+        f"| samples skipped (bad input or failed) | {len(skipped)} |",
+        f"| tokens extracted now | {tokens:,} |",
+        f"| wall time | {seconds:.1f} s |",
+        f"| tokens/s (extraction only) | {tokens / busy if busy else 0:,.0f} |",
+        f"| run totals | {run['samples']} samples, {run['tokens']:,} tokens, {run['invocations']} invocation(s) |",
+        f"| device / dtype / attention | {run['device']} / {run['dtype']} / {run['attn_impl']} |",
+        f"| Parquet | `{data_root}` |",
+        f"| DuckDB catalog | `{db}` |",
+        "",
+        f"Try: `duckdb {db} \"SELECT layer, avg(key_norm) FROM token_stats WHERE run_id = '{run['run_id']}' "
+        'GROUP BY layer ORDER BY layer"`',
+    ]
+    if skipped:
+        lines += ["", "## Skipped", "", "| task | sample | reason |", "|---|---|---|"]
+        lines += [f"| {o.task} | {o.sample_id or '?'} | {o.reason} |" for o in skipped]
+    return "\n".join(lines) + "\n"

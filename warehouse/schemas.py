@@ -1,0 +1,263 @@
+"""Every warehouse table's schema, grain and partitioning, defined once.
+
+Column names are a contract with the people who write SQL against them: rename
+nothing without a migration note in the README. Sample-level tables carry
+`model`, `task`, `run_id`, `sample_id` both as columns and as Hive partition
+directories, so a single file is self-describing and DuckDB prunes by path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Table:
+    """A warehouse table: its Arrow schema, grain (one row per ...), key and partitions."""
+
+    name: str
+    schema: pa.Schema
+    grain: str
+    key: tuple[str, ...]
+    partitions: tuple[str, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+
+def _schema(*fields: tuple[str, pa.DataType], meta: dict[str, str] | None = None) -> pa.Schema:
+    return pa.schema([pa.field(n, t, nullable=True) for n, t in fields], metadata=meta)
+
+
+_STR = pa.string()
+_DICT = pa.dictionary(pa.int8(), pa.string())  # low-cardinality labels (category, segment)
+_F16 = pa.float16()  # per-token magnitudes: 3 significant digits are plenty, halves the bytes
+_F32 = pa.float32()
+_I16 = pa.int16()
+_I32 = pa.int32()
+
+SAMPLE_KEY = (("run_id", _STR), ("model", _STR), ("task", _STR), ("sample_id", _STR))
+SAMPLE_PARTITIONS = ("model", "task", "run_id")
+
+RUNS = Table(
+    "runs",
+    _schema(
+        ("run_id", _STR),
+        ("model", _STR),
+        ("model_source", _STR),  # hub id, local path or gguf://package/file
+        ("model_revision", _STR),
+        ("dtype", _STR),
+        ("device", _STR),
+        ("attn_impl", _STR),
+        ("parameters", _STR),  # JSON of the flow parameters that shaped the data
+        ("versions", _STR),  # JSON {library: version}
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("seconds", pa.float64()),  # summed over every invocation of this run
+        ("invocations", _I32),
+        ("samples", _I32),  # samples extracted so far (all invocations)
+        ("tokens", pa.int64()),
+        ("skipped", _I32),  # samples skipped with a recorded reason (see `skipped`)
+    ),
+    grain="one row per extraction run (a model + the parameters that shape the data)",
+    key=("run_id",),
+    partitions=("model", "run_id"),
+)
+
+SAMPLES = Table(
+    "samples",
+    _schema(
+        *SAMPLE_KEY,
+        ("language", _STR),
+        ("answers", pa.list_(_STR)),
+        ("all_classes", pa.list_(_STR)),
+        ("length_words", _I32),  # LongBench's own `length` field
+        ("n_tokens", _I32),  # tokens fed to the model (after truncation)
+        ("n_tokens_original", _I32),  # tokens before truncation
+        ("truncated", pa.bool_()),
+        ("chat_template", pa.bool_()),  # wrapped in the model's chat template?
+        ("instruction_start", _I32),  # token ranges are [start, end) positions
+        ("instruction_end", _I32),
+        ("context_start", _I32),
+        ("context_end", _I32),
+        ("question_start", _I32),  # start == end when the task has no question
+        ("question_end", _I32),
+        ("max_new_tokens", _I32),  # LongBench's dataset2maxlen for the task
+        ("source", _STR),  # file:line the sample came from
+        ("prefill_seconds", pa.float64()),
+        ("stats_seconds", pa.float64()),
+        ("extracted_at", pa.timestamp("us", tz="UTC")),
+    ),
+    grain="one row per (run_id, task, sample_id); written last, so its presence marks the sample done",
+    key=("run_id", "task", "sample_id"),
+    partitions=SAMPLE_PARTITIONS,
+)
+
+TOKENS = Table(
+    "tokens",
+    _schema(
+        *SAMPLE_KEY,
+        ("position", _I32),
+        ("token_id", _I32),
+        ("token_text", _STR),
+        ("category", _DICT),  # see extract.tokens.CATEGORIES
+        ("segment", _DICT),  # chat | instruction | context | question
+    ),
+    grain="one row per (run_id, task, sample_id, position)",
+    key=("run_id", "task", "sample_id", "position"),
+    partitions=SAMPLE_PARTITIONS,
+)
+
+TOKEN_STATS = Table(
+    "token_stats",
+    _schema(
+        *SAMPLE_KEY,
+        ("layer", _I16),
+        ("kv_head", _I16),
+        ("position", _I32),
+        ("key_norm", _F16),  # L2 norm of the key vector (after RoPE; RoPE keeps norms)
+        ("value_norm", _F16),
+        ("key_absmean", _F16),  # mean |x| over head_dim
+        ("value_absmean", _F16),
+        ("key_absmax", _F16),  # max |x| over head_dim
+        ("value_absmax", _F16),
+        ("attn_received", _F32),  # mean attention paid to this position by the last `window` queries
+        #                           (float32 range, float16's 3 significant digits: see extract.sample.round_mantissa)
+        ("attn_received_context", _F32),  # the same from the `window` queries ending at context_end, over
+        #                                   the keys before it (null after): what a question-agnostic policy sees
+    ),
+    grain="one row per (run_id, task, sample_id, layer, kv_head, position)",
+    key=("run_id", "task", "sample_id", "layer", "kv_head", "position"),
+    partitions=SAMPLE_PARTITIONS,
+)
+
+LAYER_STATS = Table(
+    "layer_stats",
+    _schema(
+        *SAMPLE_KEY,
+        ("layer", _I16),
+        ("kv_head", _I16),
+        ("key_sparsity", _F32),  # share of entries with |x| < sparsity_rel * RMS of the head
+        ("value_sparsity", _F32),
+        ("kv_correlation", _F32),  # Pearson r of key vs value entries (flattened)
+        ("kv_norm_correlation", _F32),  # Pearson r of per-token key norm vs value norm
+        ("key_std", _F32),
+        ("value_std", _F32),
+        ("key_absmean", _F32),
+        ("value_absmean", _F32),
+        ("key_absmax", _F32),
+        ("value_absmax", _F32),
+        ("key_int8_error", _F32),  # relative Frobenius error of a per-token symmetric round trip
+        ("value_int8_error", _F32),
+        ("key_int4_error", _F32),
+        ("value_int4_error", _F32),
+        ("key_fp8_error", _F32),  # float8 e4m3 round trip, per-token scaled; null without torch fp8
+        ("value_fp8_error", _F32),
+    ),
+    grain="one row per (run_id, task, sample_id, layer, kv_head)",
+    key=("run_id", "task", "sample_id", "layer", "kv_head"),
+    partitions=SAMPLE_PARTITIONS,
+)
+
+
+def kv_schema(head_dim: int) -> pa.Schema:
+    """Raw key/value vectors; the list size is the model's head_dim."""
+    vec = pa.list_(_F16, head_dim)
+    return _schema(
+        *SAMPLE_KEY,
+        ("layer", _I16),
+        ("kv_head", _I16),
+        ("position", _I32),
+        ("key", vec),
+        ("value", vec),
+    )
+
+
+KV = Table(
+    "kv",
+    kv_schema(64),  # the SmolLM2 shape; writers pass kv_schema(head_dim) for other models
+    grain="one row per (run_id, task, sample_id, layer, kv_head, position) for the sampled subset",
+    key=("run_id", "task", "sample_id", "layer", "kv_head", "position"),
+    partitions=SAMPLE_PARTITIONS,
+)
+
+SKIPPED = Table(
+    "skipped",
+    _schema(
+        *SAMPLE_KEY,
+        ("source", _STR),  # file:line
+        ("reason", _STR),
+        ("skipped_at", pa.timestamp("us", tz="UTC")),
+    ),
+    grain="one row per input record that was not extracted, with why",
+    key=("run_id", "task", "source"),
+    partitions=SAMPLE_PARTITIONS,
+)
+
+# --- eviction (transform/) -------------------------------------------------------------------------
+
+POLICIES = Table(
+    "policies",
+    _schema(
+        ("policy_id", _STR),  # stable hash of name + params + budget: one fully specified policy instance
+        ("name", _STR),  # registry name, e.g. sink_recent, knorm, snapkv
+        ("params", _STR),  # JSON of the policy's parameters (budget included)
+        ("budget", pa.float64()),  # tokens kept (>= 1) or share kept (0 < budget < 1)
+        ("budget_unit", _STR),  # tokens | ratio
+        ("per_head", pa.bool_()),  # does the keep-set differ per (layer, kv_head)?
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ),
+    grain="one row per policy instance (name + parameters + budget)",
+    key=("policy_id",),
+    partitions=("policy_id",),
+)
+
+KEEP = Table(
+    "keep",
+    _schema(
+        *SAMPLE_KEY,
+        ("policy_id", _STR),
+        ("setting", _STR),  # question_aware (scores from the whole prompt) | question_agnostic (context only)
+        ("layer", _I16),
+        ("kv_head", _I16),
+        ("position", _I32),
+        ("kept", pa.bool_()),
+    ),
+    grain="one row per (run_id, task, sample_id, policy_id, setting, layer, kv_head, position)",
+    key=("run_id", "task", "sample_id", "policy_id", "setting", "layer", "kv_head", "position"),
+    partitions=SAMPLE_PARTITIONS,
+)
+
+QUALITY = Table(
+    "quality",
+    _schema(
+        *SAMPLE_KEY,
+        ("policy_id", _STR),
+        ("setting", _STR),  # question_aware | question_agnostic
+        ("budget", pa.float64()),  # as in `policies`
+        ("metric", _STR),  # LongBench metric of the task: qa_f1, rouge, classification, ...
+        ("score", pa.float64()),  # LongBench score x100 of the answer decoded with the evicted cache
+        ("score_full", pa.float64()),  # ... with the full cache
+        ("answer_nll", pa.float64()),  # teacher-forced mean NLL of the reference answer, evicted cache
+        ("answer_nll_full", pa.float64()),
+        ("kl", pa.float64()),  # mean KL(full || evicted) of next-token distributions over the answer
+        ("kept_tokens", _I32),  # per KV head, averaged when per-head
+        ("n_tokens", _I32),  # cache length before eviction
+        ("kv_bytes_kept", pa.int64()),
+        ("kv_bytes_full", pa.int64()),
+        ("decode_seconds", pa.float64()),
+        ("prediction", _STR),
+        ("prediction_full", _STR),
+        ("evaluated_at", pa.timestamp("us", tz="UTC")),
+    ),
+    grain="one row per (run_id, task, sample_id, policy_id, setting)",
+    key=("run_id", "task", "sample_id", "policy_id", "setting"),
+    partitions=SAMPLE_PARTITIONS,
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t for t in (RUNS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, POLICIES, KEEP, QUALITY)
+}
