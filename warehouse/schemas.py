@@ -262,6 +262,98 @@ QUALITY = Table(
     partitions=SAMPLE_PARTITIONS,
 )
 
+# --- model internals on short prompts (extract/demo.py; reports 14 and 15) ---------------------------------
+
+DEMO_KEY = (("run_id", _STR), ("model", _STR))
+DEMO_PARTITIONS = ("model", "run_id")
+_TS = pa.timestamp("us", tz="UTC")
+
+DEMO_TOKENS = Table(
+    "demo_tokens",
+    _schema(*DEMO_KEY, ("prompt", _STR), ("position", _I32), ("token_id", _I32), ("token_text", _STR)),
+    grain="one row per (run_id, prompt, position); prompt = attention | decode | prefix",
+    key=("run_id", "prompt", "position"),
+    partitions=DEMO_PARTITIONS,
+)
+
+DEMO_PROJECTIONS = Table(
+    "demo_projections",
+    _schema(
+        *DEMO_KEY,
+        ("layer", _I16),
+        ("kind", _STR),  # q | k | v (after q/k/v_proj, before RoPE) | o (per-head attention output, o_proj input)
+        ("head", _I16),  # query head for q and o, KV head for k and v
+        ("kv_head", _I16),  # the KV head this head reads (grouped-query attention); = head for k and v
+        ("position", _I32),
+        ("norm", _F32),  # L2 norm of the head's vector
+        ("vector", pa.list_(_F16)),  # head_dim values
+    ),
+    grain="one row per (run_id, layer, kind, head, position) of the `attention` prompt",
+    key=("run_id", "layer", "kind", "head", "position"),
+    partitions=DEMO_PARTITIONS,
+)
+
+DEMO_ATTENTION = Table(
+    "demo_attention",
+    _schema(
+        *DEMO_KEY,
+        ("layer", _I16),
+        ("q_head", _I16),
+        ("kv_head", _I16),  # the KV head whose keys this query head attends with
+        ("query_pos", _I32),
+        ("key_pos", _I32),  # <= query_pos (causal): masked entries are not stored
+        ("weight", _F32),  # softmax attention weight from eager attention
+        ("created_at", _TS),
+    ),
+    grain="one row per (run_id, layer, q_head, query_pos, key_pos) of the `attention` prompt, key_pos <= query_pos",
+    key=("run_id", "layer", "q_head", "query_pos", "key_pos"),
+    partitions=DEMO_PARTITIONS,
+)
+
+DEMO_DECODE = Table(
+    "demo_decode",
+    _schema(
+        *DEMO_KEY,
+        ("step", _I32),  # 0 = the token predicted by the prefill
+        ("length", _I32),  # tokens the step attends over (prompt + generated so far)
+        ("token_id", _I32),  # greedy token with the cache
+        ("token_text", _STR),
+        ("token_id_no_cache", _I32),  # greedy token recomputing the whole sequence (same prefix fed)
+        ("seconds_cache", pa.float64()),  # one forward of the new token with the cache
+        ("seconds_no_cache", pa.float64()),  # one forward of the whole sequence without a cache
+        ("max_abs_diff", _F32),  # max |logits(cache) - logits(no cache)| at this step
+        ("created_at", _TS),
+    ),
+    grain="one row per (run_id, step) of greedy decoding on the `decode` prompt",
+    key=("run_id", "step"),
+    partitions=DEMO_PARTITIONS,
+)
+
+DEMO_PREFIX = Table(
+    "demo_prefix",
+    _schema(
+        *DEMO_KEY,
+        ("question_index", _I32),
+        ("question", _STR),
+        ("prefix_tokens", _I32),  # the shared context, prefilled once
+        ("question_tokens", _I32),
+        ("seconds_prefix", pa.float64()),  # the one prefill of the shared context (paid once for all questions)
+        ("seconds_full", pa.float64()),  # prefill of context + question from scratch
+        ("seconds_reuse", pa.float64()),  # prefill of the question alone on a copy of the cached context
+        ("max_abs_diff", _F32),  # max |logits| difference at the last prompt position, full vs reuse
+        ("answer_full", _STR),  # greedy answer, from scratch
+        ("answer_reuse", _STR),  # greedy answer, reusing the cached context
+        ("created_at", _TS),
+    ),
+    grain="one row per (run_id, question_index): one question asked on the shared `prefix` context",
+    key=("run_id", "question_index"),
+    partitions=DEMO_PARTITIONS,
+)
+
 TABLES: dict[str, Table] = {
-    t.name: t for t in (RUNS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, POLICIES, KEEP, QUALITY)
+    t.name: t
+    for t in (
+        *(RUNS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, POLICIES, KEEP, QUALITY),
+        *(DEMO_TOKENS, DEMO_PROJECTIONS, DEMO_ATTENTION, DEMO_DECODE, DEMO_PREFIX),
+    )
 }
