@@ -1,0 +1,46 @@
+"""The `kvw` command line: read-only SQL, the catalog, the schemas."""
+
+import subprocess
+import sys
+
+from flows.cli import main
+from tests.conftest import REPO
+from warehouse.schemas import TABLES
+
+
+def test_sql_prints_a_table(small_warehouse, capsys):
+    rc = main(["sql", "--db", str(small_warehouse["db"]), "SELECT task, n_tokens FROM samples ORDER BY task"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "multifieldqa_zh" in out and "512" in out
+
+
+def test_sql_csv_and_stdin(small_warehouse):
+    r = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "sql", "--csv", "--db", str(small_warehouse["db"])],
+        input="SELECT count(*) AS n FROM layer_stats",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert r.returncode == 0 and r.stdout.splitlines() == ["n", str(3 * 30 * 3)]
+
+
+def test_sql_is_read_only_and_errors_are_clear(small_warehouse, capsys):
+    assert main(["sql", "--db", str(small_warehouse["db"]), "DROP VIEW samples"]) == 1
+    assert "read-only" in capsys.readouterr().err
+    assert main(["sql", "--db", str(small_warehouse["db"]), "SELECT nope FROM samples"]) == 1
+    assert "nope" in capsys.readouterr().err
+
+
+def test_catalog_rebuild(small_warehouse, tmp_path, capsys):
+    db = tmp_path / "copy.duckdb"
+    assert main(["catalog", "--data", str(small_warehouse["store"].root), "--db", str(db)]) == 0
+    assert main(["sql", "--csv", "--db", str(db), "SELECT count(*) FROM samples"]) == 0
+    assert capsys.readouterr().out.strip().endswith("3")
+
+
+def test_tables_lists_every_schema(capsys):
+    assert main(["tables"]) == 0
+    out = capsys.readouterr().out
+    for name, table in TABLES.items():
+        assert f"{name}: {table.grain}" in out

@@ -1,0 +1,72 @@
+"""Kill an extraction with SIGKILL in the middle of a sample, rerun it: every row exactly once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+from tests.conftest import FIXTURE_LONGBENCH, REPO
+
+pytestmark = pytest.mark.prefect
+
+RUN = """
+from flows.extract_flow import extract
+extract(data_dir={data!r}, tasks=["qasper", "multifieldqa_zh", "trec", "lcc", "samsum"], limit=2, max_tokens=256)
+"""
+KEYS = {
+    "samples": "task, sample_id",
+    "tokens": "task, sample_id, position",
+    "token_stats": "task, sample_id, layer, kv_head, position",
+    "layer_stats": "task, sample_id, layer, kv_head",
+}
+
+
+def partial_sample(data):
+    """A sample with some tables written but no `samples` row yet (a crash now leaves it half done)."""
+    done = {p.name for p in (data / "samples").rglob("*.parquet")}
+    started = {p.name for p in (data / "token_stats").rglob("*.parquet")}
+    return started - done
+
+
+def test_sigkill_mid_run_then_rerun_leaves_every_row_once(prefect_server, tmp_path):
+    env = dict(prefect_server, KVW_DATA=str(tmp_path / "data"), KVW_DB=str(tmp_path / "kv.duckdb"))
+    data = tmp_path / "data"
+    code = RUN.format(data=str(FIXTURE_LONGBENCH))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    killed_partial = False
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if partial_sample(data) and (data / "samples").exists():
+            killed_partial = True
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    n_done_before = len(list((data / "samples").rglob("*.parquet")))
+    assert 1 <= n_done_before < 9 and killed_partial
+
+    rerun = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    con = duckdb.connect(str(tmp_path / "kv.duckdb"), read_only=True)
+    n = con.execute("SELECT count(*) FROM samples").fetchone()[0]
+    assert n == 9  # 2 per task, samsum has 1
+    for table, key in KEYS.items():
+        total, distinct = con.execute(f"SELECT count(*), count(DISTINCT ({key})) FROM {table}").fetchone()
+        assert total == distinct, f"{table} has duplicate rows"
+    assert con.execute("SELECT count(*) FROM token_stats").fetchone()[0] == 9 * 30 * 3 * 256
+    assert con.execute("SELECT count(*) FROM tokens").fetchone()[0] == 9 * 256
+    assert not list(data.rglob(".tmp-*")), "temp files of the killed writer were left behind"
+    run = con.execute("SELECT samples, invocations FROM runs").fetchone()
+    assert run == (9, 1)  # the killed invocation never reached its run record

@@ -1,0 +1,117 @@
+"""The Parquet store: derived paths, schema enforcement, atomic and idempotent writes."""
+
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from warehouse import catalog
+from warehouse.schemas import SKIPPED, TABLES
+from warehouse.store import SchemaError, Store
+
+
+def skip_rows(task="qasper", sid="s1", reason="bad", n=1):
+    rows = [
+        {
+            "run_id": "r1",
+            "model": "m",
+            "task": task,
+            "sample_id": sid,
+            "source": f"{task}.jsonl:{i}",
+            "reason": reason,
+            "skipped_at": datetime.now(UTC),
+        }
+        for i in range(n)
+    ]
+    return pa.Table.from_pylist(rows, schema=SKIPPED.schema)
+
+
+def test_path_is_derived_from_the_data(tmp_path):
+    store = Store(tmp_path)
+    path = store.write("skipped", skip_rows(), "s1")
+    assert path == tmp_path / "skipped" / "model=m" / "task=qasper" / "run_id=r1" / "s1.parquet"
+    assert store.read("skipped", "s1", model="m", task="qasper", run_id="r1").num_rows == 1
+
+
+def test_rewrite_replaces_instead_of_duplicating(tmp_path):
+    store = Store(tmp_path)
+    store.write("skipped", skip_rows(reason="first", n=3), "s1")
+    store.write("skipped", skip_rows(reason="second", n=2), "s1")
+    rows = duckdb.execute("SELECT reason FROM read_parquet(?)", [store.glob("skipped")]).fetchall()
+    assert rows == [("second",), ("second",)]
+
+
+def test_schema_mismatch_is_named_and_writes_nothing(tmp_path):
+    store = Store(tmp_path)
+    bad = skip_rows().drop_columns(["reason"]).append_column("oops", pa.array([1]))
+    with pytest.raises(SchemaError, match=r"skipped: missing columns \['reason'\], unexpected columns \['oops'\]"):
+        store.write("skipped", bad, "s1")
+    wrong_type = skip_rows().set_column(5, "reason", pa.array([b"\xff"], pa.binary()))
+    with pytest.raises(SchemaError, match="cannot cast"):
+        store.write("skipped", wrong_type, "s1")
+    assert not store.files("skipped") and not list(tmp_path.rglob("*"))[1:]
+
+
+def test_one_file_holds_one_partition(tmp_path):
+    mixed = pa.concat_tables([skip_rows(task="a"), skip_rows(task="b")])
+    with pytest.raises(SchemaError, match=r"one file holds one task"):
+        Store(tmp_path).write("skipped", mixed, "s1")
+
+
+@pytest.mark.parametrize("value", ["", "a/b", "..", ".hidden", "x y"])
+def test_unsafe_partition_values_are_refused(tmp_path, value):
+    with pytest.raises(ValueError, match="partition value"):
+        Store(tmp_path).path("skipped", "n", model=value, task="t", run_id="r")
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    store.write("skipped", skip_rows(reason="kept"), "s1")
+    import pyarrow.parquet as pq
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", boom)
+    with pytest.raises(OSError, match="disk full"):
+        store.write("skipped", skip_rows(reason="lost"), "s1")
+    monkeypatch.undo()
+    assert store.read("skipped", "s1", model="m", task="qasper", run_id="r1")["reason"].to_pylist() == ["kept"]
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["s1.parquet"]
+
+
+def test_clean_tmp_removes_what_a_killed_writer_left(tmp_path):
+    store = Store(tmp_path)
+    path = store.write("skipped", skip_rows(), "s1")
+    (path.parent / ".tmp-s2.parquet.123abc").write_bytes(b"half a file")
+    assert store.clean_tmp() == 1
+    assert [p.name for p in path.parent.iterdir()] == ["s1.parquet"]
+
+
+def test_catalog_has_a_typed_view_per_table_even_when_empty(tmp_path):
+    store = Store(tmp_path / "data")
+    db = catalog.build(store, tmp_path / "kv.duckdb")
+    con = duckdb.connect(str(db), read_only=True)
+    for name, table in TABLES.items():
+        cols = [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+        assert cols == table.columns, name
+        assert con.execute(f"SELECT count(*) FROM {name}").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM token_summary").fetchone() == (0,)
+    assert con.execute("SELECT pos_bucket(999, 1000, 10), pos_bucket(0, 1000, 10)").fetchone() == (9, 0)
+
+
+def test_catalog_sees_new_files_without_a_rebuild_once_a_table_exists(tmp_path):
+    store = Store(tmp_path / "data")
+    store.write("skipped", skip_rows(sid="a"), "a")
+    db = catalog.build(store, tmp_path / "kv.duckdb")
+    store.write("skipped", skip_rows(task="trec", sid="b"), "b")
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM skipped").fetchone() == (2,)
+
+
+def test_catalog_is_read_only_for_readers(tmp_path):
+    db = catalog.build(Store(tmp_path / "data"), tmp_path / "kv.duckdb")
+    con = catalog.connect(db)
+    with pytest.raises(duckdb.Error, match="read-only"):
+        con.execute("CREATE TABLE x (a INT)")
