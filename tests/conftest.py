@@ -154,15 +154,15 @@ def prefect_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     env = prefect_env(home, port)
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=REPO,
-    )
+    with open(home / "server.log", "w") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO,
+        )
     deadline = time.time() + 120
     while True:
         try:
@@ -171,8 +171,9 @@ def prefect_server(tmp_path_factory):
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 stop(proc)
-                raise RuntimeError(f"Prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"Prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}"
+                ) from None
             time.sleep(0.5)
     yield env
     stop(proc)
-    log.close()

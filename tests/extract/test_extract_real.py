@@ -31,7 +31,7 @@ def test_every_table_has_every_row_once(con, small_warehouse):
     L, H = 30, 3
     samples = q(con, "SELECT task, sample_id, n_tokens FROM samples ORDER BY task")
     assert [s[0] for s in samples] == ["multifieldqa_zh", "qasper", "trec"]
-    for task, sid, n in samples:
+    for _task, sid, n in samples:
         assert n == 512
         assert (
             q(

@@ -70,7 +70,7 @@ def test_few_shot_and_code_tasks_skip_the_chat_template(lb, smol, task):
 
 def test_cjk_tokens_carry_their_characters(lb, smol):
     p = build_prompt(smol.tokenizer, lb.prompts["multifieldqa_zh"], first(lb, "multifieldqa_zh"), 512)
-    cjk = [t for t, c in zip(p.texts, p.categories) if c == "cjk"]
+    cjk = [t for t, c in zip(p.texts, p.categories, strict=True) if c == "cjk"]
     assert len(cjk) > 100 and all("\ufffd" not in t for t in cjk)
 
 

@@ -70,7 +70,7 @@ def test_quantization_errors_equal_torch_round_trips(kv):
                 q4 = torch.stack(
                     [
                         torch.quantize_per_tensor(r, float(a / 7), 8, torch.quint4x2).dequantize()
-                        for r, a in zip(x, amax)
+                        for r, a in zip(x, amax, strict=True)
                     ]
                 )
                 s8 = (amax / stats.FP8_MAX)[:, None]

@@ -29,15 +29,15 @@ def served(prefect_server, tmp_path_factory):
         KVW_DATA=str(base / "data"),
         KVW_DB=str(base / "kv.duckdb"),
     )
-    log = open(base / "serve.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.serve"],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(base / "serve.log", "w") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.serve"],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.time() + 120
     while prefect(env, "deployment", "inspect", "extract/longbench", timeout=60).returncode != 0:
         if proc.poll() is not None or time.time() > deadline:
@@ -46,7 +46,6 @@ def served(prefect_server, tmp_path_factory):
         time.sleep(1)
     yield env, base
     stop(proc)
-    log.close()
 
 
 def run_deployment(env, *params):
