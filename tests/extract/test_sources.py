@@ -1,0 +1,84 @@
+"""Where data and models come from: the hub path (mocked: the hub is unreachable here) and local paths (real)."""
+
+import io
+import zipfile
+
+import pytest
+import torch
+
+from extract import longbench
+from extract import model as models
+from extract.longbench import default_data_dir, download_longbench, open_longbench
+from tests.conftest import FIXTURE_LONGBENCH, tiny_llama_config
+
+
+def test_download_builds_the_official_layout(tmp_path, monkeypatch):
+    """MOCKED: hf_hub_download and the GitHub fetch are replaced (no hub from this machine);
+    the unzip and layout code is real and the result must open like the real LongBench."""
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in (FIXTURE_LONGBENCH / "data").glob("*.jsonl"):
+            zf.write(f, f"data/{f.name}")
+    asked = []
+
+    def fake_hub(repo_id, filename, repo_type, cache_dir):
+        asked.append((repo_id, filename, repo_type))
+        return str(archive)
+
+    def fake_urlopen(url, timeout):
+        name = url.rsplit("/", 1)[-1]
+        asked.append(url)
+        return io.BytesIO((FIXTURE_LONGBENCH / "config" / name).read_bytes())
+
+    import urllib.request
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hub)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    dest = download_longbench(tmp_path / "lb")
+    assert asked[0] == ("THUDM/LongBench", "data.zip", "dataset")
+    assert all("THUDM/LongBench" in u for u in asked[1:]) and len(asked) == 3
+    assert open_longbench(dest).tasks == open_longbench(FIXTURE_LONGBENCH).tasks
+
+
+def test_data_dir_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv("KVW_LONGBENCH", str(tmp_path / "mine"))
+    assert default_data_dir() == tmp_path / "mine"
+    monkeypatch.delenv("KVW_LONGBENCH")
+    monkeypatch.setattr(longbench, "SHARED_SAMPLE", tmp_path / "absent")
+    monkeypatch.setenv("KVW_CACHE", str(tmp_path / "cache"))
+    assert default_data_dir() == tmp_path / "cache" / "longbench"
+
+
+def test_any_local_model_path_loads(tmp_path, smol):
+    """The non-default path (what a hub id resolves to) with a real saved model and tokenizer."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    path = tmp_path / "my-tiny-llama"
+    LlamaForCausalLM(tiny_llama_config(vocab_size=49152)).save_pretrained(path)
+    smol.tokenizer.save_pretrained(path)
+    loaded = models.load(str(path), "cpu", "float32", "sdpa")
+    assert loaded.name == "my-tiny-llama" and loaded.source == str(path)
+    assert loaded.model.config.num_hidden_layers == 2 and loaded.attn_impl == "sdpa"
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(models.ModelError, match="cannot load model"):
+        models.load(str(tmp_path / "no-such-model"), "cpu", "float32")
+
+
+def test_model_slugs_are_path_safe():
+    assert models.model_slug("meta-llama/Meta-Llama-3-8B-Instruct") == "Meta-Llama-3-8B-Instruct"
+    assert models.model_slug("/models/x y/") == "x-y"
+    assert models.model_slug(models.DEFAULT_MODEL) == "SmolLM2-135M-Instruct"
+
+
+def test_auto_choices_on_this_machine():
+    dev = models.pick_device("auto")
+    assert dev == ("cuda" if torch.cuda.is_available() else "cpu")
+    if dev == "cpu":
+        assert models.pick_dtype(dev) == torch.float32 and models.pick_attn(dev) == "sdpa"
+    with pytest.raises(models.ModelError, match="dtype 'float8'"):
+        models.pick_dtype("cpu", "float8")
