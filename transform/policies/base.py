@@ -1,0 +1,262 @@
+"""What every eviction policy shares: validated parameters, budgets, and the one selection step.
+
+A policy exists twice: `keep_mask(stats)`, a small numpy reference over one
+sample, and `sql()`, a DuckDB SELECT over the `cand` table (one row per layer,
+KV head and position of the cache at eviction time, see
+transform/sql/keep_candidates.sql) that yields a `kept` flag per row. Both must
+give identical keep-sets (tests/transform/test_policy_sql.py). Parameters reach
+SQL only as bound `$name` parameters.
+
+Score policies only say how to score a position (higher = keep); the shared
+top-k step (`top_k` here, transform/sql/keep_topk_*.sql there) keeps the forced
+positions (first `sink_tokens`, last `recent_tokens`), then the best scores,
+ties going to the later position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+REGISTRY: dict[str, type[Policy]] = {}
+
+
+class PolicyError(ValueError):
+    """A policy name, parameter or budget is wrong; the message names it."""
+
+
+def register(cls: type[Policy]) -> type[Policy]:
+    """Class decorator: make a policy available by its `name`."""
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise PolicyError(f"two policies are named {cls.name!r}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def read_sql(name: str) -> str:
+    return (SQL_DIR / f"{name}.sql").read_text()
+
+
+@dataclass(frozen=True)
+class Stats:
+    """One sample's statistics as a policy sees them at eviction time: arrays [layers, kv_heads, n]."""
+
+    key_norm: np.ndarray
+    value_norm: np.ndarray
+    attn: np.ndarray  # attention received from the setting's observation window
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.key_norm.shape
+
+    @property
+    def n(self) -> int:
+        return self.key_norm.shape[-1]
+
+
+_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "float | None": lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Base of every policy. `budget`: tokens kept per KV head (>= 1) or a share of the cache (0 < b < 1)."""
+
+    name: ClassVar[str] = ""
+    per_head: ClassVar[bool] = False  # score policies turn this into a parameter
+    needs: ClassVar[tuple[str, ...]] = ()  # statistics read: key_norm, value_norm, attn
+    budget: float | None = None
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _CHECKS[f.type](value):
+                raise PolicyError(f"{self.name}: parameter {f.name} must be {f.type}, got {value!r}")
+            if f.type == "int" and value < 0:
+                raise PolicyError(f"{self.name}: parameter {f.name} must be >= 0, got {value}")
+        b = self.budget
+        if b is not None:
+            if not math.isfinite(b) or b <= 0:
+                raise PolicyError(f"{self.name}: budget must be > 0 (tokens >= 1 or a ratio below 1), got {b}")
+            if b >= 1 and b != int(b):
+                raise PolicyError(f"{self.name}: a budget >= 1 counts tokens and must be whole, got {b}")
+            if b >= 1:
+                object.__setattr__(self, "budget", int(b))
+        self.validate()
+
+    # -- parameters and identity ----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Cross-parameter checks of a policy (raise PolicyError)."""
+
+    @classmethod
+    def parameters(cls) -> dict[str, object]:
+        """Accepted parameters and their defaults."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    def params(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def budget_unit(self) -> str:
+        return "ratio" if self.budget is not None and self.budget < 1 else "tokens"
+
+    def nominal_budget(self) -> float | None:
+        """The budget recorded in `policies`: the given one, else what the parameters imply (None: length-dependent)."""
+        return self.budget
+
+    @property
+    def policy_id(self) -> str:
+        spec = json.dumps({"name": self.name, "params": self.params()}, sort_keys=True)
+        return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+    def label(self) -> str:
+        shown = {k: v for k, v in self.params().items() if v != type(self).parameters()[k] or k == "budget"}
+        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
+
+    # -- budget against one sample --------------------------------------------------------------------------
+
+    def tokens(self, n: int) -> int | None:
+        """The budget in tokens for an n-token cache (a ratio rounds half up, at least 1)."""
+        if self.budget is None:
+            return None
+        if self.budget_unit == "ratio":
+            return max(1, math.floor(self.budget * n + 0.5))
+        return int(self.budget)
+
+    def forced(self) -> int:
+        """Positions the policy keeps whatever their score (they must fit in the budget)."""
+        return 0
+
+    def check(self, n: int) -> None:
+        """Raise PolicyError if the policy cannot run on an n-token cache."""
+        k = self.tokens(n)
+        if k is None:
+            return
+        if k > n:
+            raise PolicyError(f"{self.label()}: budget of {k} tokens is larger than the sequence ({n} tokens)")
+        if min(n, self.forced()) > k:
+            raise PolicyError(f"{self.label()}: the {self.forced()} forced tokens do not fit a budget of {k}")
+
+    # -- the two implementations ----------------------------------------------------------------------------
+
+    def keep_mask(self, stats: Stats) -> np.ndarray:
+        """The Python reference: bool [layers, kv_heads, n], True = kept."""
+        raise NotImplementedError
+
+    def keep_token_idx(self, stats: Stats) -> np.ndarray:
+        """Kept positions, sorted and unique per head: int64 [layers, kv_heads, kept]."""
+        mask = self.keep_mask(stats)
+        L, H, n = mask.shape
+        counts = mask.sum(-1)
+        if (counts != counts.flat[0]).any():
+            raise AssertionError(f"{self.label()}: heads keep different numbers of tokens")
+        return np.nonzero(mask)[2].reshape(L, H, int(counts.flat[0])).astype(np.int64)
+
+    def sql(self) -> str:
+        """SELECT over `cand` -> run_id, model, task, sample_id, layer, kv_head, position, kept."""
+        raise NotImplementedError
+
+    def sql_params(self) -> dict[str, object]:
+        """Values bound to the `$name` parameters of `sql()`."""
+        return {}
+
+
+@dataclass(frozen=True)
+class PositionPolicy(Policy):
+    """A keep-set that depends only on positions: the same for every layer and head."""
+
+    def positions(self, n: int) -> np.ndarray:
+        """Sorted, unique kept positions of an n-token cache."""
+        raise NotImplementedError
+
+    def keep_mask(self, stats: Stats) -> np.ndarray:
+        L, H, n = stats.shape
+        row = np.zeros(n, dtype=bool)
+        row[self.positions(n)] = True
+        return np.broadcast_to(row, (L, H, n)).copy()
+
+
+@dataclass(frozen=True)
+class ScorePolicy(Policy):
+    """Keep the forced positions, then the highest-scoring ones, per KV head or shared across heads.
+
+    Shared (`per_head=False`): a position's score is summed over every layer and head, and all
+    heads keep the same positions.
+    """
+
+    score_sql: ClassVar[str] = ""  # SELECT *, <score> AS score FROM cand
+    sink_tokens: int = 0
+    recent_tokens: int = 0
+    per_head: bool = True
+
+    def score(self, stats: Stats) -> np.ndarray:
+        """float64 [layers, kv_heads, n], higher = keep; NaN = lowest."""
+        raise NotImplementedError
+
+    def recent(self) -> int:
+        """The last positions always kept."""
+        return self.recent_tokens
+
+    def forced(self) -> int:
+        return self.sink_tokens + self.recent()
+
+    def validate(self) -> None:
+        if self.budget is not None and self.budget >= 1 and self.forced() > self.budget:
+            raise PolicyError(f"{self.label()}: the {self.forced()} forced tokens (sink + recent) exceed the budget")
+
+    def check(self, n: int) -> None:
+        if self.budget is None:
+            raise PolicyError(f"{self.label()}: a score policy needs a budget (tokens >= 1 or a ratio below 1)")
+        super().check(n)
+
+    def keep_mask(self, stats: Stats) -> np.ndarray:
+        self.check(stats.n)
+        return top_k(self.score(stats), self.tokens(stats.n), self.sink_tokens, self.recent(), self.per_head)
+
+    def sql(self) -> str:
+        return "WITH scored AS (\n" + self.score_sql.strip() + "\n),\n" + read_sql("keep_topk_" + self._mode())
+
+    def _mode(self) -> str:
+        return "per_head" if self.per_head else "shared"
+
+    def sql_params(self) -> dict[str, object]:
+        return {"sink": self.sink_tokens, "recent": self.recent()}
+
+
+def top_k(score: np.ndarray, k: int, sink: int, recent: int, per_head: bool) -> np.ndarray:
+    """bool mask [L, H, n]: forced positions first, then highest score (NaN lowest), ties to later positions."""
+    L, H, n = score.shape
+    pos = np.arange(n)
+    forced = (pos < sink) | (pos >= n - recent)
+    if not per_head:
+        flat = score.reshape(L * H, n).T
+        shared = np.array([math.fsum(v for v in col if not math.isnan(v)) if not np.isnan(col).all() else np.nan
+                           for col in flat])  # fmt: skip
+        return np.broadcast_to(_select(shared, k, forced), (L, H, n)).copy()
+    mask = np.zeros((L, H, n), dtype=bool)
+    for layer in range(L):
+        for head in range(H):
+            mask[layer, head] = _select(score[layer, head], k, forced)
+    return mask
+
+
+def _select(score: np.ndarray, k: int, forced: np.ndarray) -> np.ndarray:
+    s = np.where(np.isnan(score), -np.inf, score.astype(np.float64))
+    pos = np.arange(len(score))
+    order = np.lexsort((-pos, -s, ~forced))  # last key is the primary one
+    keep = np.zeros(len(score), dtype=bool)
+    keep[order[:k]] = True
+    return keep
