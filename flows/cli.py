@@ -105,6 +105,57 @@ def _tables(a) -> int:
     return 0
 
 
+@command("policies", "list the eviction policies, their parameters and defaults")
+def _policies(a) -> int:
+    from transform.policies import REGISTRY, names
+
+    for name in names():
+        cls = REGISTRY[name]
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name}  ({'per KV head' if cls.per_head else 'shared by all heads'})  {doc}")
+        print("    " + ", ".join(f"{k}={v!r}" for k, v in cls.parameters().items()))
+    return 0
+
+
+def _keep_args(p):
+    p.add_argument("policy", help="policy name (see `kvw policies`)")
+    p.add_argument("--budget", action="append", default=[], help="tokens (>= 1) or a ratio (< 1); repeatable")
+    p.add_argument("--param", action="append", default=[], help="name=value (JSON value); repeatable")
+    p.add_argument("--setting", action="append", default=[], help="question_aware (default) and/or question_agnostic")
+    p.add_argument("--run-id", help="extraction run (default: the most recently extracted)")
+    p.add_argument("--tasks", help="comma-separated tasks (default: all extracted)")
+    p.add_argument("--limit", type=int, help="samples per task")
+    p.add_argument("--overwrite", action="store_true", help="redo keep-sets already written")
+    p.add_argument("--data", help="Parquet root (default warehouse/data or $KVW_DATA)")
+    p.add_argument("--db", help="catalog to rebuild afterwards (default warehouse/kv.duckdb or $KVW_DB)")
+
+
+@command("keep", "write a policy's keep-sets (which tokens it keeps) for extracted samples", _keep_args)
+def _keep(a) -> int:
+    from transform.keep import apply_policy, find_samples, parse_params
+    from transform.policies import PolicyError, make
+    from warehouse import catalog, config
+    from warehouse.store import Store
+
+    store = Store(a.data or config.data_root())
+    try:
+        params = parse_params(a.param)
+        budgets = [float(b) if "." in b or "e" in b.lower() else int(b) for b in a.budget] or [None]
+        policies = [make(a.policy, **params, **({} if b is None else {"budget": b})) for b in budgets]
+        tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
+        refs = find_samples(store, a.run_id, tasks, a.limit)
+        for setting in a.setting or ["question_aware"]:
+            for policy in policies:
+                done = apply_policy(store, policy, setting, refs=refs, overwrite=a.overwrite)
+                print(f"{policy.label()} [{policy.policy_id}] {setting}: "
+                      f"{done.written} written, {done.existing} already there")  # fmt: skip
+    except (PolicyError, ValueError) as err:
+        print(f"kvw keep: {err}", file=sys.stderr)
+        return 2
+    print(catalog.build(store, a.db))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kvw", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
