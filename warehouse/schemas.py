@@ -271,7 +271,7 @@ _TS = pa.timestamp("us", tz="UTC")
 DEMO_TOKENS = Table(
     "demo_tokens",
     _schema(*DEMO_KEY, ("prompt", _STR), ("position", _I32), ("token_id", _I32), ("token_text", _STR)),
-    grain="one row per (run_id, prompt, position); prompt = attention | decode | prefix",
+    grain="one row per (run_id, prompt, position); prompt = attention | decode (also the shared prefix context)",
     key=("run_id", "prompt", "position"),
     partitions=DEMO_PARTITIONS,
 )
