@@ -156,6 +156,34 @@ def _keep(a) -> int:
     return 0
 
 
+def _compare_args(p):
+    p.add_argument("policies", nargs="+", metavar="POLICY_OR_ID", help="policy names, policy_ids or id prefixes")
+    p.add_argument("--task", help="one task (default: every evaluated task, plus ALL)")
+    p.add_argument("--setting", help="question_aware or question_agnostic (default: both, if evaluated)")
+    p.add_argument("--run-id", help="extraction run (default: every run in the quality table)")
+    p.add_argument("--plot", metavar="OUT.html", help="also write an offline HTML chart of score vs share kept")
+    p.add_argument("--db", help="catalog file (default warehouse/kv.duckdb or $KVW_DB)")
+
+
+@command("compare", "eviction policies side by side over the quality table (score per task and budget)", _compare_args)
+def _compare(a) -> int:
+    from transform import compare
+    from warehouse import catalog
+
+    con = catalog.connect(a.db, read_only=True)
+    try:
+        summary = compare.summarize(compare.load(con, a.policies, a.task, a.setting, a.run_id))
+    except compare.CompareError as err:
+        print(f"kvw compare: {err}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    print(compare.table_text(summary), end="")
+    if a.plot:
+        print(compare.write_plot(summary, a.plot))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kvw", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -12,6 +12,7 @@ import sys
 
 from prefect import serve
 
+from flows.evaluate_flow import evaluate
 from flows.extract_flow import extract
 
 
@@ -19,6 +20,11 @@ def deployments() -> list:
     return [
         extract.to_deployment(
             name="longbench", description="KV statistics of a model over LongBench", tags=["kvwarehouse"]
+        ),
+        evaluate.to_deployment(
+            name="longbench",
+            description="Kept-versus-evicted quality of eviction policies on extracted LongBench samples",
+            tags=["kvwarehouse"],
         ),
     ]
 

@@ -1,0 +1,301 @@
+"""An evaluation run: which extracted run, policies, settings and samples; checks first, then keep-sets, then quality.
+
+Everything that can be wrong with the request (unknown policy or parameter, a zero or negative budget, a budget
+larger than a sample, a task that was not extracted, a prompt that no longer rebuilds to the extracted tokens)
+is found before anything is written. Finished (sample, policy, setting) rows are skipped on rerun, so a killed
+evaluation resumes where it stopped. `flows/evaluate_flow.py` calls these steps one by one; `evaluate()` runs
+them in-process (CLI, benchmarks, tests).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from extract import model as models
+from extract.longbench import LongBench, open_longbench
+from transform import decode
+from transform.evaluate import (
+    EvaluationError,
+    PolicyRef,
+    SampleInput,
+    check_prompt,
+    evaluate_sample,
+    is_done,
+    load_samples,
+    store_connection,
+    write_quality,
+)
+from transform.keep import apply_policy, cache_len, keep_sets
+from transform.policies import Policy, PolicyError, make, names
+from warehouse.store import Store
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The extraction run an evaluation reads: its model (as `extract.model.load` takes it) and prompt budget."""
+
+    run_id: str
+    model: str  # slug: the `model` column
+    load_as: str  # model argument of the extraction (hub id, path or the default's name)
+    max_tokens: int
+    data_dir: str | None
+    dtype: str
+
+
+def resolve_run(con, model: str | None = None, run_id: str | None = None) -> RunInfo:
+    """The given run, else the latest run of `model` (default: the default model)."""
+    if run_id is None:
+        slug = models.model_slug(model or models.DEFAULT_MODEL)
+        row = con.execute(
+            "SELECT run_id FROM runs WHERE model = ? ORDER BY finished_at DESC NULLS LAST LIMIT 1", [slug]
+        ).fetchone()
+        if row is None:
+            raise EvaluationError(
+                f"no extraction run of model {slug!r}: run `prefect deployment run extract/longbench`"
+            )
+        run_id = row[0]
+    row = con.execute("SELECT model, parameters, dtype FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    if row is None:
+        known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY finished_at DESC").fetchall()]
+        raise EvaluationError(f"unknown run_id {run_id!r}; runs: {', '.join(known) or 'none'}")
+    slug, params, dtype = row
+    params = json.loads(params or "{}")
+    if model is not None and models.model_slug(model) != slug:
+        raise EvaluationError(f"run {run_id} extracted model {slug!r}, not {models.model_slug(model)!r}")
+    max_tokens = params.get("max_tokens_effective") or params.get("max_tokens")
+    if not max_tokens:
+        raise EvaluationError(f"run {run_id} records no max_tokens: cannot rebuild its prompts")
+    return RunInfo(run_id, slug, model or params.get("model") or models.DEFAULT_MODEL, int(max_tokens),
+                   params.get("data_dir"), dtype or "auto")  # fmt: skip
+
+
+def _spec(spec: str | dict) -> tuple[str, dict]:
+    if isinstance(spec, dict):
+        params = dict(spec)
+    elif spec.strip().startswith("{"):
+        try:
+            params = json.loads(spec)
+        except json.JSONDecodeError as err:
+            raise PolicyError(f"policy spec {spec!r} is not valid JSON: {err}") from err
+    else:
+        params = {"name": spec.strip()}
+    if not isinstance(params.get("name"), str):
+        raise PolicyError(f"policy spec {spec!r} has no name; known policies: {', '.join(names())}")
+    return params.pop("name"), params
+
+
+def _budget(value: float | int | str) -> float | int:
+    b = float(value)
+    return int(b) if b >= 1 and b == int(b) else b
+
+
+def parse_policies(specs: Sequence[str | dict] | str | None, budgets: Sequence[float] | None = None) -> list[Policy]:
+    """Policy names or JSON specs ({"name": ..., params}), each crossed with `budgets` unless it gives its own."""
+    if isinstance(specs, str):
+        specs = [specs] if specs.strip().startswith("{") else [s for s in specs.split(",") if s.strip()]
+    if not specs:
+        raise PolicyError(f"no policies given; known policies: {', '.join(names())}")
+    out: dict[str, Policy] = {}
+    for spec in specs:
+        name, params = _spec(spec)
+        if "budget" in params or not budgets:
+            made = [make(name, **params)]
+        else:
+            made = [make(name, **params, budget=_budget(b)) for b in budgets]
+        out.update({p.policy_id: p for p in made})
+    return list(out.values())
+
+
+def parse_settings(setting: str | Sequence[str]) -> list[str]:
+    """`question_aware`, `question_agnostic`, `both`, or a list of them."""
+    items = [setting] if isinstance(setting, str) else list(setting)
+    items = [s.strip() for item in items for s in item.split(",") if s.strip()]
+    out = list(decode.SETTINGS) if items == ["both"] else items
+    for s in out:
+        decode.check_setting(s)
+    if not out:
+        raise decode.SettingError(f"no setting given; use one of {', '.join(decode.SETTINGS)} or both")
+    return list(dict.fromkeys(out))
+
+
+def policy_ref(policy: Policy) -> PolicyRef:
+    return PolicyRef(policy.policy_id, policy.label(), policy.nominal_budget())
+
+
+@dataclass
+class Plan:
+    run: RunInfo
+    samples: list[SampleInput]
+    policies: list[Policy]
+    settings: list[str]
+    todo: dict[str, list[tuple[Policy, str]]] = field(default_factory=dict)  # sample_id -> pending (policy, setting)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(v) for v in self.todo.values())
+
+
+def plan(
+    store: Store,
+    policies: Sequence[Policy],
+    settings: Sequence[str],
+    run: RunInfo,
+    tasks: Sequence[str] | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    max_new_tokens: int | None = None,
+) -> Plan:
+    """Samples and pending (policy, setting) pairs; raises, naming every problem, before anything is written.
+
+    `max_new_tokens` caps LongBench's per-task answer length (quick looks; None = LongBench's).
+    """
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise EvaluationError(f"max_new_tokens must be >= 1 (or None for LongBench's per task), got {max_new_tokens}")
+    con = store_connection(store)
+    try:
+        samples = load_samples(con, run.run_id, tasks, limit)
+    finally:
+        con.close()
+    if max_new_tokens is not None:
+        samples = [replace(s, max_new_tokens=min(s.max_new_tokens, max_new_tokens)) for s in samples]
+    problems = []
+    for s in samples:
+        for p in policies:
+            for setting in settings:
+                try:
+                    p.check(cache_len(s, setting))
+                except PolicyError as err:
+                    problems.append(f"{s.task}/{s.sample_id} ({setting}): {err}")
+    if problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise EvaluationError(f"{len(problems)} (sample, policy, setting) cannot run, nothing written:\n  {shown}")
+    out = Plan(run, samples, list(policies), list(settings))
+    for s in samples:
+        out.todo[s.sample_id] = [
+            (p, st) for p in policies for st in settings if overwrite or not is_done(store, s, p.policy_id, st)
+        ]
+    return out
+
+
+def check_prompts(loaded, lb: LongBench, p: Plan) -> None:
+    """Every pending sample's rebuilt prompt must equal its extracted tokens (raises before any write)."""
+    for s in p.samples:
+        if p.todo[s.sample_id]:
+            check_prompt(loaded.tokenizer, lb, s, p.run.max_tokens)
+
+
+def materialize_keep(store: Store, p: Plan, overwrite: bool = False) -> int:
+    """Write the keep-sets the pending evaluations need (transform.keep); returns files written."""
+    written = 0
+    for policy in p.policies:
+        for setting in p.settings:
+            refs = [s for s in p.samples if (policy, setting) in p.todo[s.sample_id]]
+            if refs:
+                written += apply_policy(store, policy, setting, refs=refs, overwrite=overwrite).written
+    return written
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    task: str
+    sample_id: str
+    evaluated: int  # (policy, setting) rows written now
+    existing: int  # already done, skipped
+    seconds: float
+
+
+def evaluate_one(store: Store, loaded, p: Plan, sample: SampleInput) -> SampleOutcome:
+    """Evaluate a sample's pending (policy, setting) pairs: one prefill per setting; rows written per pair."""
+    t0 = time.perf_counter()
+    pending = p.todo.get(sample.sample_id, [])
+    existing = len(p.policies) * len(p.settings) - len(pending)
+
+    def keep_for(s: SampleInput, ref: PolicyRef, setting: str) -> np.ndarray:
+        return keep_sets(store, s, ref.policy_id, setting)
+
+    written = 0
+    for setting in p.settings:
+        pols = [policy_ref(pol) for pol, st in pending if st == setting]
+        if pols:
+            written += write_quality(store, evaluate_sample(loaded, sample, pols, [setting], keep_for))
+    return SampleOutcome(sample.task, sample.sample_id, written, existing, time.perf_counter() - t0)
+
+
+def load_model(run: RunInfo, device: str | None = None, attn: str | None = None):
+    return models.load_cached(run.load_as, device, run.dtype, attn)
+
+
+def evaluate(
+    store: Store,
+    policies: Sequence[str | dict] | str,
+    budgets: Sequence[float] | None = None,
+    setting: str | Sequence[str] = "question_aware",
+    run_id: str | None = None,
+    model: str | None = None,
+    tasks: Sequence[str] | None = None,
+    limit: int | None = 1,
+    overwrite: bool = False,
+    data_dir: str | None = None,
+    device: str | None = None,
+    max_new_tokens: int | None = None,
+) -> tuple[Plan, list[SampleOutcome]]:
+    """The whole evaluation in-process: the same steps the Prefect flow runs."""
+    pols, settings = parse_policies(policies, budgets), parse_settings(setting)
+    con = store_connection(store)
+    try:
+        run = resolve_run(con, model, run_id)
+    finally:
+        con.close()
+    p = plan(store, pols, settings, run, tasks, limit, overwrite, max_new_tokens)
+    loaded = load_model(run, device)
+    check_prompts(loaded, open_longbench(data_dir or run.data_dir), p)
+    materialize_keep(store, p, overwrite)
+    return p, [evaluate_one(store, loaded, p, s) for s in p.samples]
+
+
+def summary_markdown(store: Store, p: Plan, outcomes: Sequence[SampleOutcome], db: str, seconds: float) -> str:
+    """The flow's artifact: what was evaluated and the mean quality per policy and setting."""
+    con = store_connection(store)
+    try:
+        rows = con.execute(
+            """
+            SELECT q.policy_id, q.setting, count(*), avg(q.score), avg(q.score_full), avg(q.kl),
+                   avg(q.kept_tokens / q.n_tokens), sum(q.kv_bytes_full - q.kv_bytes_kept)
+            FROM quality AS q
+            WHERE q.run_id = ? AND list_contains(?::VARCHAR[], q.sample_id) AND list_contains(?::VARCHAR[], q.policy_id)
+            GROUP BY ALL ORDER BY 2, 1
+            """,
+            [p.run.run_id, [s.sample_id for s in p.samples], [x.policy_id for x in p.policies]],
+        ).fetchall()
+    finally:
+        con.close()
+    labels = {x.policy_id: x.label() for x in p.policies}
+    done = sum(o.evaluated for o in outcomes)
+    lines = [
+        f"# evaluate {p.run.model} — run `{p.run.run_id}`",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| samples | {len(p.samples)} |",
+        f"| policies x settings | {len(p.policies)} x {len(p.settings)} ({', '.join(p.settings)}) |",
+        f"| (sample, policy, setting) evaluated now | {done} |",
+        f"| already done (skipped) | {sum(o.existing for o in outcomes)} |",
+        f"| wall time | {seconds:.1f} s |",
+        f"| DuckDB catalog | `{db}` |",
+        "",
+        "| policy | setting | samples | score | score (full cache) | KL(full‖evicted) | kept | K/V bytes saved |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for pid, setting, n, score, full, kl, kept, saved in rows:
+        kl_text = "" if kl is None else f"{kl:.4f}"
+        lines.append(
+            f"| {labels.get(pid, pid)} | {setting} | {n} | {score:.1f} | {full:.1f} | {kl_text} | "
+            f"{kept:.0%} | {saved / 2**20:,.1f} MiB |"
+        )
+    lines += ["", f"Compare: `kvw compare {' '.join(sorted({x.name for x in p.policies}))}`"]
+    return "\n".join(lines) + "\n"
