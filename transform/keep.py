@@ -12,6 +12,7 @@ question) are added afterwards and recorded as kept.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ BATCH = 8  # samples per SQL run: bounds memory at ~8 x 184k candidate rows for 
 
 @dataclass(frozen=True, order=True)
 class SampleRef:
-    """An extracted sample and the cache lengths a policy sees in each setting."""
+    """An extracted sample. Functions here accept any object with these attributes
+    (e.g. transform.evaluate.SampleInput)."""
 
     run_id: str
     model: str
@@ -46,11 +48,14 @@ class SampleRef:
     n_tokens: int
     context_end: int
 
-    def n(self, setting: str) -> int:
-        return self.context_end if setting == "question_agnostic" else self.n_tokens
 
-    def parts(self) -> dict[str, str]:
-        return {"model": self.model, "task": self.task, "run_id": self.run_id}
+def cache_len(sample, setting: str) -> int:
+    """Positions in the cache when the policy runs: the whole prompt, or up to the end of the context."""
+    return sample.context_end if setting == "question_agnostic" else sample.n_tokens
+
+
+def parts(sample) -> dict[str, str]:
+    return {"model": sample.model, "task": sample.task, "run_id": sample.run_id}
 
 
 def check_setting(setting: str) -> str:
@@ -68,12 +73,12 @@ def find_samples(
         files = [f for f in files if f"run_id={run_id}" in f.parts]
     if not files:
         raise PolicyError(f"no extracted samples{f' for run {run_id}' if run_id else ''} under {store.root}")
-    con = duckdb.connect()
-    rows = (
-        con.read_parquet([str(f) for f in files])
-        .project("run_id, model, task, sample_id, n_tokens, context_end, extracted_at")
-        .fetchall()
-    )
+    with duckdb.connect() as con:
+        rows = (
+            con.read_parquet([str(f) for f in files], union_by_name=True)
+            .project("run_id, model, task, sample_id, n_tokens, context_end, extracted_at")
+            .fetchall()
+        )
     if run_id is None:
         run_id = max(rows, key=lambda r: r[6])[0]
         log.info("evicting run %s (the most recently extracted)", run_id)
@@ -87,12 +92,11 @@ def find_samples(
     if limit is not None:
         if limit < 1:
             raise PolicyError(f"limit must be >= 1 (or None for every sample), got {limit}")
-        per_task: dict[str, int] = {}
-        refs = [r for r in refs if (per_task := {**per_task, r.task: per_task.get(r.task, 0) + 1})[r.task] <= limit]
+        refs = [r for r in refs if sum(o.task == r.task for o in refs[: refs.index(r)]) < limit]
     return refs
 
 
-def keep_name(ref: SampleRef, policy: Policy, setting: str) -> str:
+def keep_name(ref, policy: Policy, setting: str) -> str:
     return f"{ref.sample_id}.{policy.policy_id}.{setting}"
 
 
@@ -100,8 +104,6 @@ def register_policy(store: Store, policy: Policy) -> Path:
     """The policy's row in `policies` (name, parameters, budget); written once per policy_id."""
     if store.exists("policies", policy.policy_id, policy_id=policy.policy_id):
         return store.path("policies", policy.policy_id, policy_id=policy.policy_id)
-    import json
-
     row = {
         "policy_id": policy.policy_id,
         "name": policy.name,
@@ -141,10 +143,10 @@ def run_policy_sql(con: duckdb.DuckDBPyConnection, policy: Policy, setting: str)
     return rows.sort_by(order).select(schemas.KEEP.columns).cast(schemas.KEEP.schema)
 
 
-def _sources(con: duckdb.DuckDBPyConnection, store: Store, refs: list[SampleRef]) -> None:
+def _sources(con: duckdb.DuckDBPyConnection, store: Store, refs: list) -> None:
     """Views src_samples and src_stats over exactly these samples' files (no glob over the store)."""
-    samples = [str(store.path("samples", r.sample_id, **r.parts())) for r in refs]
-    stats = [str(store.path("token_stats", r.sample_id, **r.parts())) for r in refs]
+    samples = [str(store.path("samples", r.sample_id, **parts(r))) for r in refs]
+    stats = [str(store.path("token_stats", r.sample_id, **parts(r))) for r in refs]
     con.read_parquet(samples, union_by_name=True).create_view("src_samples", replace=True)
     rel = con.read_parquet(stats, union_by_name=True)
     if "attn_received_context" not in rel.columns:  # files extracted before the column existed
@@ -158,9 +160,9 @@ def stat_column(need: str, setting: str) -> str:
     return need
 
 
-def missing_columns(store: Store, ref: SampleRef, policy: Policy, setting: str) -> list[str]:
+def missing_columns(store: Store, ref, policy: Policy, setting: str) -> list[str]:
     """Statistics the policy reads that this sample's token_stats file does not have."""
-    names = pq.read_schema(store.path("token_stats", ref.sample_id, **ref.parts())).names
+    names = pq.read_schema(store.path("token_stats", ref.sample_id, **parts(ref))).names
     return [c for c in (stat_column(x, setting) for x in policy.needs) if c not in names]
 
 
@@ -180,15 +182,18 @@ def apply_policy(
     tasks: list[str] | None = None,
     limit: int | None = None,
     overwrite: bool = False,
-    refs: list[SampleRef] | None = None,
+    refs: list | None = None,
 ) -> Applied:
-    """Write the policy's keep-sets for the chosen samples (all checks first, then the writes)."""
+    """Write the policy's keep-sets for the chosen samples (all checks first, then the writes).
+
+    `refs`: the samples (SampleRef or alike); default: `find_samples(store, run_id, tasks, limit)`.
+    """
     check_setting(setting)
     refs = refs if refs is not None else find_samples(store, run_id, tasks, limit)
     problems = []
     for ref in refs:
         try:
-            policy.check(ref.n(setting))
+            policy.check(cache_len(ref, setting))
         except PolicyError as err:
             problems.append(f"{ref.task}/{ref.sample_id}: {err}")
         if missing := missing_columns(store, ref, policy, setting):
@@ -198,7 +203,7 @@ def apply_policy(
         raise PolicyError(f"{policy.label()} cannot run on {len(problems)} sample(s), nothing written:\n  "
                           + "\n  ".join(shown))  # fmt: skip
     register_policy(store, policy)
-    todo = [r for r in refs if overwrite or not store.exists("keep", keep_name(r, policy, setting), **r.parts())]
+    todo = [r for r in refs if overwrite or not store.exists("keep", keep_name(r, policy, setting), **parts(r))]
     con = duckdb.connect()
     try:
         for i in range(0, len(todo), BATCH):
@@ -213,14 +218,14 @@ def apply_policy(
     return Applied(len(todo), len(refs) - len(todo), len(refs), policy.policy_id)
 
 
-def load_stats(store: Store, ref: SampleRef, setting: str = "question_aware") -> Stats:
+def load_stats(store: Store, ref, setting: str = "question_aware") -> Stats:
     """A sample's statistics as the policy sees them in `setting` (the reference's input)."""
     check_setting(setting)
     cols = ["layer", "kv_head", "position", "key_norm", "value_norm", "attn_received", "attn_received_context"]
-    t = pq.read_table(store.path("token_stats", ref.sample_id, **ref.parts()), columns=cols)
+    t = pq.read_table(store.path("token_stats", ref.sample_id, **parts(ref)), columns=cols)
     layer, head, pos = (t[c].to_numpy().astype(np.int64) for c in cols[:3])
     L, H, T = layer.max() + 1, head.max() + 1, pos.max() + 1
-    n = ref.n(setting)
+    n = cache_len(ref, setting)
 
     def grid(name: str) -> np.ndarray:
         out = np.full((L, H, T), np.nan, dtype=np.float64)
@@ -239,13 +244,12 @@ def keep_sets(store: Store, sample, policy: Policy | str, setting: str = "questi
     """
     check_setting(setting)
     policy_id = policy if isinstance(policy, str) else policy.policy_id
-    parts = {"model": sample.model, "task": sample.task, "run_id": sample.run_id}
     name = f"{sample.sample_id}.{policy_id}.{setting}"
-    if not store.exists("keep", name, **parts):
+    if not store.exists("keep", name, **parts(sample)):
         where = f"{sample.task}/{sample.sample_id}, policy {policy_id}, {setting}"
         raise PolicyError(f"no keep-set for {where}: apply the policy first (transform.keep.apply_policy)")
-    t = store.read("keep", name, **parts)
-    n = sample.context_end if setting == "question_agnostic" else sample.n_tokens
+    t = store.read("keep", name, **parts(sample))
+    n = cache_len(sample, setting)
     t = t.filter(pc.and_(t["kept"], pc.less(t["position"], n)))
     layer, head, pos = (t[c].to_numpy().astype(np.int64) for c in ("layer", "kv_head", "position"))
     L, H = layer.max() + 1, head.max() + 1
@@ -255,8 +259,6 @@ def keep_sets(store: Store, sample, policy: Policy | str, setting: str = "questi
 
 def parse_params(pairs: list[str]) -> dict[str, object]:
     """`["sink_tokens=4", "per_head=false"]` -> {"sink_tokens": 4, "per_head": False} (JSON values, else text)."""
-    import json
-
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
