@@ -28,7 +28,7 @@ from warehouse.store import Store
 
 log = logging.getLogger(__name__)
 
-PROMPT_FORMAT = 1  # bump when prompt building changes the tokens fed to the model
+DATA_FORMAT = 2  # bump whenever prompt building or the statistics change what a run writes
 WRITE_ORDER = ("tokens", "token_stats", "layer_stats", "kv", "samples")  # samples last: the done marker
 VERSIONED = ("torch", "transformers", "pyarrow", "duckdb", "polars", "prefect", "numpy", "kvwarehouse")
 
@@ -83,7 +83,7 @@ def make_run_id(loaded: Loaded, max_tokens: int, cfg: StatsConfig, run_name: str
         "dtype": loaded.dtype,
         "max_tokens": max_tokens,
         "stats": asdict(cfg),
-        "prompt_format": PROMPT_FORMAT,
+        "data_format": DATA_FORMAT,
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
 
