@@ -33,6 +33,7 @@ kvw_start_server() {  # sets KVW_SERVER_PID (empty when a server already answers
   mkdir -p "$PREFECT_HOME"
   prefect server start --host 127.0.0.1 --port "$KVW_PREFECT_PORT" >"$PREFECT_HOME/server.log" 2>&1 &
   KVW_SERVER_PID=$!
+  disown "$KVW_SERVER_PID" 2>/dev/null || true   # stopped by PID below; no job-control chatter
   if ! kvw_wait_http "$PREFECT_API_URL/health" 90; then
     echo "Prefect server did not start; see $PREFECT_HOME/server.log" >&2
     tail -20 "$PREFECT_HOME/server.log" >&2
@@ -44,6 +45,7 @@ kvw_start_server() {  # sets KVW_SERVER_PID (empty when a server already answers
 kvw_start_serve() {  # sets KVW_SERVE_PID; waits until the deployments are registered
   python -m flows.serve >"$PREFECT_HOME/serve.log" 2>&1 &
   KVW_SERVE_PID=$!
+  disown "$KVW_SERVE_PID" 2>/dev/null || true
   local deadline=$((SECONDS + 120))
   until prefect deployment inspect extract/longbench >/dev/null 2>&1; do
     if ! kill -0 "$KVW_SERVE_PID" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
