@@ -184,6 +184,59 @@ def _compare(a) -> int:
     return 0
 
 
+def _report_args(p):
+    p.add_argument("--data", help="Parquet root (default warehouse/data or $KVW_DATA)")
+    p.add_argument("--db", help="catalog (default warehouse/kv.duckdb or $KVW_DB); rebuilt first")
+    p.add_argument("--out", help="folder for the pages (default reports/out or $KVW_REPORTS)")
+    p.add_argument("--run-id", help="extraction run to draw (default: the one with the most samples)")
+    p.add_argument("--only", help="comma-separated report names (default: all)")
+    p.add_argument(
+        "--demo",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="run the model-internals demo (reports 14, 15): when its tables are missing (auto), always or never",
+    )
+    p.add_argument("--model", default=None, help="model of the demo (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--demo-new-tokens", type=int, default=32, help="greedy steps of the demo's decode comparison")
+
+
+@command(
+    "report", "build every offline HTML report and index.html (runs the demo when its tables are missing)", _report_args
+)
+def _report(a) -> int:
+    from extract import demo
+    from extract import model as models
+    from reports.base import ReportError
+    from reports.build import build_all, select
+    from warehouse import catalog, config
+    from warehouse.store import Store
+
+    only = [n.strip() for n in a.only.split(",") if n.strip()] if a.only else None
+    model = a.model or models.DEFAULT_MODEL
+    try:
+        select(only)
+        store = Store(a.data or config.data_root())
+        db = catalog.build(store, a.db)
+        con = catalog.connect(db, read_only=True)
+        try:
+            missing = demo.demo_missing(con, models.model_slug(model))
+        finally:
+            con.close()
+        if a.demo == "always" or (a.demo == "auto" and missing):
+            print(f"running the model-internals demo ({model}; missing: {', '.join(missing) or 'none'})")
+            result = demo.run_demo(store, model, demo.DemoConfig(new_tokens=a.demo_new_tokens))
+            print(f"demo run {result.run_id}: {result.rows} in {result.seconds:.1f} s")
+            catalog.build(store, db)
+        built = build_all(db, a.out, a.run_id, only)
+    except (ReportError, ValueError) as err:
+        print(f"kvw report: {err}", file=sys.stderr)
+        return 2
+    for b in built:
+        print(f"{b.name:30} {b.status:10} {b.size_bytes / 1e6:5.2f} MB {b.seconds:5.1f} s")
+    print(built[0].path.parent / "index.html" if built else "no reports")
+    return 1 if any(b.status.startswith("failed") for b in built) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kvw", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)

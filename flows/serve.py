@@ -14,6 +14,7 @@ from prefect import serve
 
 from flows.evaluate_flow import evaluate
 from flows.extract_flow import extract
+from flows.report_flow import report
 
 
 def deployments() -> list:
@@ -24,6 +25,11 @@ def deployments() -> list:
         evaluate.to_deployment(
             name="longbench",
             description="Kept-versus-evicted quality of eviction policies on extracted LongBench samples",
+            tags=["kvwarehouse"],
+        ),
+        report.to_deployment(
+            name="longbench",
+            description="One offline HTML report per feature of the briefs, plus index.html",
             tags=["kvwarehouse"],
         ),
     ]

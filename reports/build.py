@@ -105,10 +105,11 @@ def build_all(
     out: str | os.PathLike | None = None,
     run: str | None = None,
     only: list[str] | None = None,
+    reports: list[Report] | None = None,
 ) -> list[Built]:
-    """Write <out>/<report>.html for every report (or `only` these) and <out>/index.html."""
+    """Write <out>/<report>.html for every report (or `only` these, or these `reports`) and <out>/index.html."""
     out = Path(out or config.reports_dir())
-    reports = select(only)
+    reports = reports if reports is not None else select(only)
     con = catalog.connect(db, read_only=True)
     built: list[Built] = []
     try:
@@ -124,7 +125,7 @@ def build_all(
             log.info("%s: %s (%.1f s)", report.name, built[-1].status, built[-1].seconds)
     finally:
         con.close()
-    write_index(out, built, run)
+    write_index(out, built, reports, run)
     return built
 
 
@@ -138,8 +139,8 @@ def select(only: list[str] | None) -> list[Report]:
     return [names[n] for n in only]
 
 
-def write_index(out: Path, built: list[Built], run: str | None) -> Path:
-    titles = {r.name: r for r in REPORTS}
+def write_index(out: Path, built: list[Built], reports: list[Report], run: str | None) -> Path:
+    titles = {r.name: r for r in reports}
     entries = [
         html.IndexEntry(b.path.name, titles[b.name].title, titles[b.name].summary, b.status, b.size_bytes, b.seconds)
         for b in built

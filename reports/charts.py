@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import altair as alt
 
+from extract.tokens import CATEGORIES
+
 KV_COLORS = alt.Scale(domain=["key", "value"], range=["#1f77b4", "#ff7f0e"])
 DIVERGING = alt.Scale(scheme="redblue", reverse=True, domainMid=0)
 SEQUENTIAL = alt.Scale(scheme="viridis")
+CATEGORY_COLORS = alt.Scale(domain=list(CATEGORIES), scheme="tableau10")  # same colour per category everywhere
 ALL = "(all)"  # the dropdown choice that keeps every value of a field
 
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from reports import (
+    attention_patterns,
+    eviction_patterns,
     head_specialization,
     kv_cache_layers,
     kv_cache_statistics,
+    kv_caching,
     kv_pca_by_position,
     kv_quantization_error,
     kv_value_distribution,
+    low_importance_tokens,
+    strategy_comparison,
+    token_importance_comparison,
+    token_key_value_scatter,
+    token_magnitude_distributions,
+    token_magnitudes,
 )
 
 REPORTS = [
@@ -18,4 +27,13 @@ REPORTS = [
     kv_pca_by_position.REPORT,
     head_specialization.REPORT,
     kv_quantization_error.REPORT,
+    low_importance_tokens.REPORT,
+    token_importance_comparison.REPORT,
+    token_magnitude_distributions.REPORT,
+    token_magnitudes.REPORT,
+    token_key_value_scatter.REPORT,
+    eviction_patterns.REPORT,
+    strategy_comparison.REPORT,
+    attention_patterns.REPORT,
+    kv_caching.REPORT,
 ]
