@@ -18,7 +18,6 @@ from prefect.runtime import flow_run
 from extract.longbench import open_longbench
 from transform import evaluate_run as er
 from transform.evaluate import SampleInput, store_connection
-from transform.policies import names
 from warehouse import catalog, config
 from warehouse.store import Store
 
@@ -70,7 +69,7 @@ def evaluate_sample(store: Store, loaded, plan: er.Plan, sample: SampleInput) ->
 
 @flow(name="evaluate", flow_run_name=_run_name, log_prints=True)
 def evaluate(
-    policies: list | str | None = None,  # names or JSON specs; default: every registered policy
+    policies: list | str | None = None,  # names or JSON specs; default: er.DEFAULT_POLICIES (all 7)
     budgets: list[float] | str | None = (0.25, 0.5),  # tokens (>= 1) or shares (< 1); a spec's own budget wins
     setting: str = "question_aware",  # question_aware | question_agnostic | both
     run_id: str | None = None,  # default: the latest extraction run of `model`
@@ -89,7 +88,7 @@ def evaluate(
     store = Store(Path(output) / "data" if output else config.data_root())
     db_file = Path(output) / "kv.duckdb" if output else config.db_path()
     store.clean_tmp()
-    policies = policies if policies is not None else names()
+    policies = policies if policies is not None else list(er.DEFAULT_POLICIES)
     budgets = [float(b) for b in _as_list(list(budgets) if isinstance(budgets, tuple) else budgets) or []]
     plan = make_plan(
         store, policies, budgets, setting, run_id, model, _as_list(tasks), limit, overwrite, max_new_tokens

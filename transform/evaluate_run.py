@@ -34,6 +34,18 @@ from transform.keep import apply_policy, cache_len, keep_sets
 from transform.policies import Policy, PolicyError, make, names
 from warehouse.store import Store
 
+# Every registered policy; sink_recent_uniform with a small sink + recent so that share budgets of a few
+# hundred tokens still leave room for its uniform middle blocks (its defaults, 256 + 512, need 768).
+DEFAULT_POLICIES = (
+    "sink_recent",
+    {"name": "sink_recent_uniform", "sink_tokens": 32, "recent_tokens": 64, "block_n": 32},
+    "knorm",
+    "vnorm",
+    "h2o",
+    "snapkv",
+    "random",
+)
+
 
 @dataclass(frozen=True)
 class RunInfo:
