@@ -64,18 +64,21 @@ def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Pa
     db.parent.mkdir(parents=True, exist_ok=True)
     tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
     try:
-        for table in TABLES.values():
-            con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {table_sql(store, table)}")
-        con.execute(MACROS)
-        for sql in view_files():
-            con.execute(sql.read_text())
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
-    os.replace(tmp, db)
-    Path(f"{tmp}.wal").unlink(missing_ok=True)
+        con = duckdb.connect(str(tmp))
+        try:
+            for table in TABLES.values():
+                con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {table_sql(store, table)}")
+            con.execute(MACROS)
+            for sql in view_files():
+                con.execute(sql.read_text())
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, db)
+    finally:  # a failed build leaves the previous catalog and no debris
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
     return db
 
 

@@ -115,3 +115,17 @@ def test_catalog_is_read_only_for_readers(tmp_path):
     con = catalog.connect(db)
     with pytest.raises(duckdb.Error, match="read-only"):
         con.execute("CREATE TABLE x (a INT)")
+
+
+def test_a_failed_catalog_build_keeps_the_old_catalog(tmp_path, monkeypatch):
+    store = Store(tmp_path / "data")
+    db = catalog.build(store, tmp_path / "kv.duckdb")
+    before = db.read_bytes()
+    bad = tmp_path / "views"
+    bad.mkdir()
+    (bad / "broken.sql").write_text("CREATE VIEW broken AS SELECT nope FROM nowhere;")
+    monkeypatch.setattr(catalog, "VIEWS_DIR", bad)
+    with pytest.raises(duckdb.Error):
+        catalog.build(store, db)
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "kv.duckdb", "views"]
