@@ -8,6 +8,7 @@ sees half a catalog.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def _quote(path: Path | str) -> str:
 
 def _empty_file(store: Store, table: Table) -> Path:
     """A zero-row Parquet file with the table's schema, so an empty view still has typed columns."""
-    path = store.root / "_empty" / f"{table.name}.parquet"
+    digest = hashlib.sha256(table.schema.to_string().encode()).hexdigest()[:12]  # a new schema, a new file
+    path = store.root / "_empty" / f"{table.name}-{digest}.parquet"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")

@@ -129,3 +129,17 @@ def test_a_failed_catalog_build_keeps_the_old_catalog(tmp_path, monkeypatch):
         catalog.build(store, db)
     assert db.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "kv.duckdb", "views"]
+
+
+def test_empty_views_follow_schema_changes(tmp_path, monkeypatch):
+    """An empty table's placeholder file is per schema: adding a column shows up without cleanup."""
+    import dataclasses
+
+    from warehouse import schemas
+
+    store = Store(tmp_path / "data")
+    catalog.build(store, tmp_path / "kv.duckdb")
+    grown = dataclasses.replace(SKIPPED, schema=SKIPPED.schema.append(pa.field("extra", pa.int32())))
+    monkeypatch.setitem(schemas.TABLES, "skipped", grown)
+    con = duckdb.connect(str(catalog.build(store, tmp_path / "kv.duckdb")), read_only=True)
+    assert "extra" in [r[0] for r in con.execute("DESCRIBE skipped").fetchall()]
