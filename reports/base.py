@@ -57,9 +57,9 @@ def used_params(sql: str) -> set[str]:
     return set(_PARAM.findall(no_comments))
 
 
-def compact_floats(values: np.ndarray, digits: int = SIGNIFICANT) -> list[float | None]:
+def compact_floats(values, digits: int = SIGNIFICANT) -> list[float | None]:
     """Floats rounded to `digits` significant digits, as the shortest decimal JSON can print."""
-    return [None if v != v else float(f"{v:.{digits}g}") for v in values.tolist()]
+    return [None if v != v else float(f"{v:.{digits}g}") for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
 def compact(table: pa.Table) -> pa.Table:

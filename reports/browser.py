@@ -42,7 +42,11 @@ WAIT_RENDER = """new Promise((resolve) => {
     if (s) resolve(s); else if (Date.now() - t0 > %d) resolve("timeout"); else setTimeout(poll, 25);
   })();
 })"""
-COUNT_MARKS = "document.querySelectorAll('#vis svg [role=graphics-symbol], #vis canvas').length"
+DATA_MARKS = (  # Vega's SVG labels every drawn item; axes, legends and titles are not data
+    "#vis svg [role=graphics-symbol]:not([aria-roledescription=axis]):not([aria-roledescription=legend])"
+    ":not([aria-roledescription=title]), #vis canvas"
+)
+COUNT_MARKS = f"document.querySelectorAll({DATA_MARKS!r}).length"
 
 
 class BrowserError(RuntimeError):

@@ -42,7 +42,10 @@ RENDER_SCRIPT = """
 const spec = JSON.parse(document.getElementById("spec").textContent);
 const opts = JSON.parse(document.getElementById("embed-options").textContent);
 vegaEmbed("#vis", spec, opts)
-  .then(() => { document.documentElement.dataset.render = "done"; })
+  .then((result) => {
+    window.kvwView = result.view;  // for the console and the browser tests
+    document.documentElement.dataset.render = "done";
+  })
   .catch((err) => {
     console.error(err);
     document.documentElement.dataset.render = "error";

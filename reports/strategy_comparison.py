@@ -1,7 +1,7 @@
 """13. strategy_comparison: what each eviction policy costs in quality, and what it saves in memory.
 
 The top panel is the quality-vs-budget curve per policy (x: the share of the
-cache kept): the LongBench score (the dashed line is the full cache), its
+cache kept): the LongBench score (the point at 100% is the full cache), its
 change against the full cache, the increase of the reference answer's NLL,
 or KL(full || evicted) of the next-token distributions. The lower panel is
 the K/V memory each point saves. A good policy stays near the full-cache
@@ -58,12 +58,6 @@ def chart(data: Data) -> alt.TopLevelMixin:
             tooltip=tooltip,
         )
     )
-    full = (
-        base.transform_filter(f"{metric.name} === {METRICS['score']!r}")
-        .transform_aggregate(score_full="mean(score_full)")
-        .mark_rule(color="#333", strokeDash=[5, 4])
-        .encode(y="score_full:Q", tooltip=[alt.Tooltip("score_full:Q", title="full-cache score", format=".2f")])
-    )
     memory = base.mark_line(point=True).encode(
         x=x,
         y=alt.Y("memory_saved:Q", title="K/V memory saved", axis=alt.Axis(format="%")),
@@ -71,7 +65,7 @@ def chart(data: Data) -> alt.TopLevelMixin:
         tooltip=tooltip,
     )
     return alt.vconcat(
-        alt.layer(curves, full).properties(width=720, height=300, title="quality vs budget"),
+        curves.properties(width=720, height=300, title="quality vs budget"),
         memory.properties(width=720, height=160, title="memory saved"),
     ).add_params(task, setting, metric)
 

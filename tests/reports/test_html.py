@@ -1,0 +1,74 @@
+"""The shared HTML writer: offline pages, data that cannot become markup, atomic writes."""
+
+import json
+import re
+
+import altair as alt
+import pyarrow as pa
+import pytest
+
+from reports import html
+from reports.base import ReportError, compact, compact_floats, fetch, used_params
+
+HOSTILE = "</script><img src=x onerror=alert(1)>&amp;"
+
+
+def spec_block(page: str) -> str:
+    return re.search(r'<script type="application/json" id="spec">(.*?)</script>', page, re.S).group(1)
+
+
+def test_json_for_html_cannot_close_its_script_element():
+    text = html.json_for_html({"t": HOSTILE})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"t": HOSTILE}
+
+
+def test_chart_page_is_offline_and_keeps_data_as_data():
+    chart = alt.Chart(pa.table({"token": [HOSTILE], "v": [1.0]})).mark_bar().encode(y="token:N", x="v:Q")
+    page = html.chart_page(chart, "a <b>title</b>", "what & why", "meta <i>")
+    assert "vegaEmbed" in page and len(page) > 500_000  # the bundle is inline
+    assert not re.search(r"""(src|href)=["']?https?:""", page)  # nothing loaded from a network
+    assert "<b>title</b>" not in page and "a &lt;b&gt;title&lt;/b&gt;" in page
+    assert HOSTILE not in page  # only the escaped form is on the page...
+    assert json.loads(spec_block(page))["datasets"].popitem()[1][0]["token"] == HOSTILE  # ...and it decodes back
+    assert page.count("</script>") == page.count("<script")
+
+
+def test_no_data_and_failed_pages_say_what_to_do():
+    page = html.no_data_page("12. <x>", "s", ["keep", "policies"], "run `kvw keep` <now>")
+    assert 'data-render="nodata"' in page and "<code>keep</code>" in page and "run `kvw keep` &lt;now&gt;" in page
+    page = html.failed_page("t", "s", "ValueError: <boom>")
+    assert 'data-render="failed"' in page and "&lt;boom&gt;" in page
+
+
+def test_index_lists_every_entry_escaped():
+    entries = [html.IndexEntry("a.html", "A <1>", "shows <a>", "ok", 1_200_000, 1.5),
+               html.IndexEntry("b.html", "B", "shows b", "no data", 900, 0.0)]  # fmt: skip
+    page = html.index_page(entries, "run x")
+    assert page.count("<tr><td><a href=") == 2 and "A &lt;1&gt;" in page and "1.20 MB" in page
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
+    path = html.write(tmp_path / "sub" / "p.html", "x")
+    html.write(path, "y")
+    assert path.read_text() == "y" and [p.name for p in path.parent.iterdir()] == ["p.html"]
+
+
+def test_compact_keeps_four_significant_digits_and_nulls():
+    assert compact_floats([0.123456789, 12345.678, 1.23456e-7, float("nan")]) == [0.1235, 12350.0, 1.235e-07, None]
+    t = compact(pa.table({"f": pa.array([1 / 3], pa.float32()), "d": pa.array(["a"]).dictionary_encode()}))
+    assert t.column("f").to_pylist() == [0.3333] and t.schema.field("d").type == pa.string()
+
+
+def test_used_params_ignores_comments():
+    assert used_params("-- uses $nope\nSELECT $a, $b_2 FROM t WHERE x = $a") == {"a", "b_2"}
+
+
+def test_fetch_names_a_missing_parameter_and_a_missing_file():
+    import duckdb
+
+    con = duckdb.connect()
+    with pytest.raises(ReportError, match=r"kv_heatmap.sql needs parameter\(s\) \['max_samples', 'positions'"):
+        fetch(con, "kv_heatmap", {"run_id": "x"})
+    with pytest.raises(ReportError, match="no SQL file"):
+        fetch(con, "nope", {})
