@@ -95,9 +95,9 @@ class Page:
     def hover(self, x: float, y: float) -> None:
         self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
 
-    def screenshot(self, path: str | os.PathLike, max_height: int = 2400) -> Path:
+    def screenshot(self, path: str | os.PathLike, max_height: int = 2400, scale: float = 1.0) -> Path:
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": scale}
         data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)["data"]
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,3 +232,32 @@ class Browser:
     def close_page(self, page: Page) -> None:
         self.send("Target.closeTarget", {"targetId": page.target})
         self._pages.pop(page.session, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m reports.browser OUT_DIR PAGE.html...`: render pages offline, print what they logged, save PNGs."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m reports.browser", description=main.__doc__)
+    ap.add_argument("out", help="folder for the PNGs")
+    ap.add_argument("pages", nargs="+")
+    ap.add_argument("--scale", type=float, default=1.0, help="PNG scale (0.6 for small README images)")
+    ap.add_argument("--max-height", type=int, default=2400)
+    a = ap.parse_args(argv)
+    bad = 0
+    with Browser() as browser:
+        for name in a.pages:
+            page = browser.open(name)
+            png = page.screenshot(Path(a.out) / f"{Path(name).stem}.png", a.max_height, a.scale)
+            ok = page.state in ("done", "nodata") and not page.errors and not page.requests
+            bad += not ok
+            print(f"{'ok ' if ok else 'BAD'} {name}: {page.state}, {page.marks()} marks, {png} "
+                  f"errors={page.errors} warnings={page.warnings} requests={page.requests}")  # fmt: skip
+            browser.close_page(page)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
