@@ -140,10 +140,14 @@ def select(only: list[str] | None) -> list[Report]:
 
 
 def write_index(out: Path, built: list[Built], reports: list[Report], run: str | None) -> Path:
-    titles = {r.name: r for r in reports}
-    entries = [
-        html.IndexEntry(b.path.name, titles[b.name].title, titles[b.name].summary, b.status, b.size_bytes, b.seconds)
-        for b in built
-    ]
+    """The index lists what was built now, plus pages of other reports left by an earlier build in `out`."""
+    done = {b.name: b for b in built}
+    known = {r.name: r for r in [*reports, *REPORTS]}
+    entries = []
+    for name, r in known.items():
+        if b := done.get(name):
+            entries.append(html.IndexEntry(b.path.name, r.title, r.summary, b.status, b.size_bytes, b.seconds))
+        elif (page := out / f"{name}.html").exists():
+            entries.append(html.IndexEntry(page.name, r.title, r.summary, "earlier build", page.stat().st_size, 0.0))
     meta = f"extraction run {run or '(none yet)'} · built {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · opens offline"
     return html.write(out / "index.html", html.index_page(entries, meta))

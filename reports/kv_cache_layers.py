@@ -21,6 +21,9 @@ CELL = 5
 def _channel_map(data, field: str, title: str) -> alt.FacetChart:
     return (
         alt.Chart(data)
+        .transform_flatten([field])
+        .transform_window(channel1="row_number()", groupby=["layer", "kv_head"])
+        .transform_calculate(channel="datum.channel1 - 1")
         .mark_rect()
         .encode(
             x=alt.X("channel:O", title="channel", axis=alt.Axis(values=list(range(0, 64, 8)))),

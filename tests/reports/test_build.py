@@ -114,6 +114,10 @@ def test_kvw_report_command(report_warehouse, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert rc == 0 and "kv_cache_statistics" in printed and str(out / "index.html") in printed
     assert sorted(p.name for p in out.glob("*.html")) == ["index.html", "kv_cache_statistics.html", "kv_caching.html"]
+    rc = main(["report", "--data", str(data), "--db", str(tmp_path / "kv.duckdb"), "--out", str(out),
+               "--only", "kv_caching", "--demo", "never"])  # fmt: skip
+    index = (out / "index.html").read_text()
+    assert rc == 0 and "kv_cache_statistics.html" in index and "earlier build" in index  # the index keeps it
     assert main(["report", "--data", str(data), "--out", str(out), "--only", "nope"]) == 2
     assert "unknown report(s) ['nope']" in capsys.readouterr().err
 
