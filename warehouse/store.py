@@ -50,11 +50,12 @@ def conform(table: Table, data: pa.Table, schema: pa.Schema | None = None) -> pa
 def _encodings(schema: pa.Schema) -> dict:
     """Parquet options per column kind: the difference between 15 and 11 bytes per token_stats row."""
     floats = [f.name for f in schema if pa.types.is_float32(f.type) or pa.types.is_float64(f.type)]
+    halves = [f.name for f in schema if pa.types.is_float16(f.type)]  # plain + zstd: smaller and faster than a dict
     delta = [f.name for f in schema if f.name == "position" and pa.types.is_integer(f.type)]  # runs of +1
     return dict(
         compression="zstd",
         compression_level=3,
-        use_dictionary=[n for n in schema.names if n not in floats and n not in delta],
+        use_dictionary=[n for n in schema.names if n not in floats + halves + delta],
         use_byte_stream_split=floats,  # exponent bytes side by side: floats compress ~2x better
         column_encoding={n: "DELTA_BINARY_PACKED" for n in delta} or None,
         write_statistics=True,
