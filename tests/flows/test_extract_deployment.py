@@ -2,62 +2,28 @@
 
 import json
 import re
-import subprocess
-import sys
-import time
 
 import duckdb
 import pytest
 
-from tests.conftest import FIXTURE_LONGBENCH, REPO, stop
+from tests.conftest import FIXTURE_LONGBENCH
+from tests.flows.conftest import prefect, run_deployment, serving
 
 pytestmark = pytest.mark.prefect
-
-
-def prefect(env, *args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "prefect", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture(scope="module")
 def served(prefect_server, tmp_path_factory):
     base = tmp_path_factory.mktemp("served")
-    env = dict(
-        prefect_server,
-        KVW_LONGBENCH=str(FIXTURE_LONGBENCH),
-        KVW_DATA=str(base / "data"),
-        KVW_DB=str(base / "kv.duckdb"),
-    )
-    with open(base / "serve.log", "w") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.serve"],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.time() + 120
-    while prefect(env, "deployment", "inspect", "extract/longbench", timeout=60).returncode != 0:
-        if proc.poll() is not None or time.time() > deadline:
-            stop(proc)
-            pytest.fail(f"serve did not register the deployment:\n{(base / 'serve.log').read_text()[-3000:]}")
-        time.sleep(1)
-    yield env, base
-    stop(proc)
-
-
-def run_deployment(env, *params):
-    args = ["deployment", "run", "extract/longbench", "--watch", "--watch-timeout", "600"]
-    for p in params:
-        args += ["-p", p]
-    return prefect(env, *args)
+    env = dict(prefect_server, KVW_LONGBENCH=str(FIXTURE_LONGBENCH), KVW_DATA=str(base / "data"),
+               KVW_DB=str(base / "kv.duckdb"))  # fmt: skip
+    with serving(env, base, "extract/longbench"):
+        yield env, base
 
 
 def test_deployment_run_writes_queryable_parquet(served):
     env, base = served
-    r = run_deployment(env, "tasks=qasper,trec", "limit=1", "max_tokens=256")
+    r = run_deployment(env, "extract/longbench", "tasks=qasper,trec", "limit=1", "max_tokens=256")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     con = duckdb.connect(str(base / "kv.duckdb"), read_only=True)
     assert con.execute("SELECT task, n_tokens FROM samples ORDER BY task").fetchall() == [
@@ -77,7 +43,7 @@ def test_deployment_run_writes_queryable_parquet(served):
 
 def test_rerun_resumes_without_duplicates(served):
     env, base = served
-    r = run_deployment(env, "tasks=qasper,trec,lcc", "limit=1", "max_tokens=256")
+    r = run_deployment(env, "extract/longbench", "tasks=qasper,trec,lcc", "limit=1", "max_tokens=256")
     assert r.returncode == 0, r.stdout[-3000:]
     con = duckdb.connect(str(base / "kv.duckdb"), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT sample_id) FROM samples").fetchone() == (3, 3)
@@ -87,7 +53,7 @@ def test_rerun_resumes_without_duplicates(served):
 def test_unknown_task_fails_the_run_and_writes_nothing(served):
     env, base = served
     before = sorted(p for p in (base / "data").rglob("*") if p.is_file())
-    r = run_deployment(env, "tasks=qasper,nope", "max_tokens=256")
+    r = run_deployment(env, "extract/longbench", "tasks=qasper,nope", "max_tokens=256")
     assert r.returncode == 1
     assert sorted(p for p in (base / "data").rglob("*") if p.is_file()) == before
     assert "Failed" in r.stdout
