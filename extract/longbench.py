@@ -88,7 +88,15 @@ def default_data_dir() -> Path:
 
 
 def open_longbench(data_dir: str | os.PathLike | None = None) -> LongBench:
+    """Open a LongBench folder; with no folder given or found, fetch it into the cache (users online)."""
     root = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()
+    if data_dir is None and root == config.cache_dir() / "longbench" and not root.is_dir():
+        try:
+            download_longbench(root)
+        except Exception as err:  # offline, hub refused, ...: say how to get it by hand
+            raise LongBenchError(
+                f"no LongBench data directory, and fetching it failed ({err!r}). {HOW_TO_GET}"
+            ) from err
     if not root.is_dir():
         raise LongBenchError(f"LongBench data directory {root} does not exist. {HOW_TO_GET}")
     cfg = {}

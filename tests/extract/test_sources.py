@@ -82,3 +82,30 @@ def test_auto_choices_on_this_machine():
         assert models.pick_dtype(dev) == torch.float32 and models.pick_attn(dev) == "sdpa"
     with pytest.raises(models.ModelError, match="dtype 'float8'"):
         models.pick_dtype("cpu", "float8")
+
+
+def test_without_any_data_dir_it_is_fetched_and_an_offline_failure_is_explained(tmp_path, monkeypatch):
+    """MOCKED fetch (no hub here): the default path downloads into the cache; a failed fetch says what to do."""
+    monkeypatch.delenv("KVW_LONGBENCH", raising=False)
+    monkeypatch.setattr(longbench, "SHARED_SAMPLE", tmp_path / "absent")
+    monkeypatch.setenv("KVW_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fetched(dest):
+        calls.append(dest)
+        import shutil
+
+        shutil.copytree(FIXTURE_LONGBENCH, dest)
+        return dest
+
+    monkeypatch.setattr(longbench, "download_longbench", fetched)
+    assert open_longbench().root == tmp_path / "cache" / "longbench" and len(calls) == 1
+    assert open_longbench().tasks and len(calls) == 1  # cached: fetched once
+
+    def offline(dest):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setenv("KVW_CACHE", str(tmp_path / "cache2"))
+    monkeypatch.setattr(longbench, "download_longbench", offline)
+    with pytest.raises(longbench.LongBenchError, match=r"fetching it failed.*Network is unreachable.*data\.zip"):
+        open_longbench()

@@ -1,0 +1,49 @@
+"""Run bookkeeping: run ids, skip records, the run row and the summary a user reads."""
+
+from datetime import UTC, datetime
+
+import duckdb
+
+from extract.longbench import Skip, open_longbench
+from extract.model import Loaded
+from extract.run import Outcome, make_run_id, plan, record_skip, summary_markdown, write_run
+from extract.sample import StatsConfig
+from warehouse.store import Store
+
+
+def fake_loaded(revision="r1", dtype="float32"):
+    """Only the identity fields matter here; no model is run."""
+    return Loaded(None, None, "tiny", "test:tiny", revision, "cpu", dtype, "sdpa")
+
+
+def test_run_id_changes_with_what_shapes_the_data():
+    base = make_run_id(fake_loaded(), 2048, StatsConfig())
+    assert base == make_run_id(fake_loaded(), 2048, StatsConfig())
+    others = {
+        make_run_id(fake_loaded(), 4096, StatsConfig()),
+        make_run_id(fake_loaded(revision="r2"), 2048, StatsConfig()),
+        make_run_id(fake_loaded(dtype="bfloat16"), 2048, StatsConfig()),
+        make_run_id(fake_loaded(), 2048, StatsConfig(window=64)),
+        make_run_id(fake_loaded(), 2048, StatsConfig(raw_kv=True)),
+    }
+    assert base not in others and len(others) == 5
+    assert make_run_id(fake_loaded(), 2048, StatsConfig(), run_name="mine") == "mine"
+
+
+def test_skips_are_recorded_listed_and_cleared(tmp_path, longbench_dir):
+    (longbench_dir / "data" / "trec.jsonl").open("ab").write(b"{broken\n")
+    work = plan(open_longbench(longbench_dir), ["trec"], None)
+    assert len(work.samples) == 2 and [s.source for s in work.skips] == ["trec.jsonl:3"]
+    store = Store(tmp_path / "data")
+    outcomes = [record_skip(store, "r", "tiny", s) for s in work.skips]
+    outcomes.append(record_skip(store, "r", "tiny", Skip("trec", "x", "trec.jsonl:1", "boom"), status="failed"))
+    outcomes.append(Outcome("trec", "y", "extracted", 256, 2.0))
+    rows = duckdb.execute("SELECT source, reason FROM read_parquet(?) ORDER BY source", [store.glob("skipped")])
+    assert [r[0] for r in rows.fetchall()] == ["trec.jsonl:1", "trec.jsonl:3"]
+    run = write_run(store, fake_loaded(), "r", {"tasks": ["trec"]}, datetime.now(UTC), 5.0)
+    assert (run["samples"], run["skipped"], run["invocations"]) == (0, 2, 1)
+    md = summary_markdown(run, outcomes, str(store.root), "kv.duckdb", 5.0)
+    assert "| samples extracted now | 1 |" in md and "| tokens/s (extraction only) | 128 |" in md
+    assert "| trec | ? | trec.jsonl:3: malformed JSON" in md and "| trec | x | trec.jsonl:1: boom |" in md
+    again = write_run(store, fake_loaded(), "r", {"tasks": ["trec"]}, datetime.now(UTC), 1.0)
+    assert again["invocations"] == 2 and again["seconds"] == 6.0
