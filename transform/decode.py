@@ -53,12 +53,20 @@ def forward(model, ids: torch.Tensor, cache: DynamicCache, start: int, logits_to
     """
     if ids.dim() == 1:
         ids = ids[None]
+    return forward_batch(model, ids, cache, start, logits_to_keep)[0]
+
+
+def forward_batch(model, ids: torch.Tensor, cache: DynamicCache, start: int, logits_to_keep: int = 1) -> torch.Tensor:
+    """Feed `ids` [B, q] to a cache of B equal-length rows, every row at positions start..start+q-1.
+
+    No attention mask: each row attends to its whole cache (hence equal lengths). Returns float32 [B, n, vocab].
+    """
     device = next(model.parameters()).device
     ids = ids.to(device)
-    pos = torch.arange(start, start + ids.shape[1], device=device)[None]
+    pos = torch.arange(start, start + ids.shape[1], device=device)[None].expand(ids.shape[0], -1)
     kwargs = {_cache_kwarg(type(model)): cache}
     out = model(input_ids=ids, position_ids=pos, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
-    return out.logits[0].float()
+    return out.logits.float()
 
 
 @dataclass
@@ -121,11 +129,17 @@ def fork(state: State) -> State:
 
 @torch.inference_mode()
 def greedy(
-    model, state: State, max_new_tokens: int, eos_ids: set[int] | frozenset[int] = frozenset(), min_new_tokens: int = 0
+    model,
+    state: State,
+    max_new_tokens: int,
+    eos_ids: set[int] | frozenset[int] = frozenset(),
+    min_new_tokens: int = 0,
+    scores: list | None = None,
 ) -> list[int]:
     """Greedy tokens until an EOS (included, as `generate` does) or `max_new_tokens`; extends `state.cache`.
 
-    EOS is suppressed for the first `min_new_tokens` tokens (generate's `min_new_tokens`).
+    EOS is suppressed for the first `min_new_tokens` tokens (generate's `min_new_tokens`). Given a list,
+    `scores` receives each step's logits [vocab] as computed (before that suppression).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -133,6 +147,8 @@ def greedy(
     logits, pos = state.logits, state.position
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
     while True:
+        if scores is not None:
+            scores.append(logits)
         if len(out) < min_new_tokens and len(eos):
             logits = logits.index_fill(0, eos.to(logits.device), float("-inf"))
         token = int(logits.argmax())

@@ -75,6 +75,11 @@ def restrict(keep: np.ndarray, length: int) -> np.ndarray:
 
 def evict(cache: DynamicCache, keep: np.ndarray) -> DynamicCache:
     """A compacted copy of `cache` holding only the kept positions of each (layer, kv_head); `cache` is unchanged."""
+    return DynamicCache(ddp_cache_data=gather(cache, keep))
+
+
+def gather(cache: DynamicCache, keep: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The kept (keys, values) of every layer, [1, H_kv, K, D] each: what `evict` builds its cache from."""
     keep = check_keep(keep, cache_shape(cache))
     device = cache.layers[0].keys.device
     shared = bool((keep == keep[:1, :1]).all())
@@ -87,7 +92,7 @@ def evict(cache: DynamicCache, keep: np.ndarray) -> DynamicCache:
         for i, layer in enumerate(cache.layers):
             idx = idx_all[i][None, :, :, None].expand(1, -1, -1, layer.keys.shape[-1])
             data.append((layer.keys.gather(2, idx), layer.values.gather(2, idx)))
-    return DynamicCache(ddp_cache_data=data)
+    return data
 
 
 def evict_(cache: DynamicCache, keep: np.ndarray) -> DynamicCache:
