@@ -3,7 +3,8 @@
 Per (sample, setting): prefill once and keep the full cache; decode the full-cache answer and the
 teacher-forced log-probabilities of the reference answer once; then for each policy slice a copy of the cache
 to its keep-set, decode greedily (LongBench's max_new_tokens for the task) and teacher-force the reference
-again. Every (policy, setting) becomes one `quality` row: LongBench score evicted vs full, answer NLL evicted
+again; copies of equal length (policies sharing a budget) decode together as one batch (transform.decode_batch).
+Every (policy, setting) becomes one `quality` row: LongBench score evicted vs full, answer NLL evicted
 vs full, mean KL(full || evicted) over the answer tokens, tokens and K/V bytes kept, decode time.
 """
 
@@ -19,7 +20,7 @@ import pyarrow as pa
 
 from extract.longbench import LongBench, Sample, read_task
 from extract.prompts import build_prompt
-from transform import decode, metrics
+from transform import decode, decode_batch, metrics
 from transform.evict import kv_bytes, restrict
 from warehouse import schemas
 from warehouse.store import Store
@@ -168,20 +169,42 @@ class Outcome:
 
     prediction: str
     new_tokens: int
-    logprobs: object  # torch [m, vocab] or None
-    seconds: float
+    seconds: float  # its share of its batch: (evict + feed the rest + greedy decode) / rows decoded together
+    nll: float | None = None  # teacher-forced answer NLL
+    kl: float | None = None  # mean KL(reference || this cache) over the answer tokens, when a reference is given
+    logprobs: object = None  # torch [m, vocab], kept only when no reference is given (the full cache's)
 
 
-def _run(model, tokenizer, prefix, keep, sample, stops, answer) -> Outcome:
-    t0 = time.perf_counter()
-    state = decode.resume(model, prefix, keep)
-    forced = decode.fork(state) if answer else None
-    tokens = decode.greedy(
-        model, state, sample.max_new_tokens, stops, min_new_tokens=1 if sample.task == "samsum" else 0
-    )
-    seconds = time.perf_counter() - t0
-    logprobs = decode.answer_logprobs(model, forced, answer) if answer else None
-    return Outcome(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), logprobs, seconds)
+FORCED_ROWS = 2048  # answer positions teacher-forced per forward: bounds the [rows, m, vocab] log-probs in memory
+
+
+def _run(model, tokenizer, prefix, keeps, sample, stops, answer, reference=None) -> list[Outcome]:
+    """Decode and teacher-force each keep-set (None = the full cache), caches of equal length batched together.
+
+    Outcomes in `keeps` order. With a `reference` (the full cache's log-probs) each outcome gets its KL to it.
+    """
+    out: list[Outcome | None] = [None] * len(keeps)
+    min_new = 1 if sample.task == "samsum" else 0
+    for rows in decode_batch.groups(prefix, keeps):
+        t0 = time.perf_counter()
+        batch = decode_batch.resume_batch(model, prefix, [keeps[i] for i in rows], rows)
+        forced = decode_batch.fork(batch) if answer else None
+        tokens = decode_batch.greedy_batch(model, batch, sample.max_new_tokens, stops, min_new_tokens=min_new)
+        seconds = (time.perf_counter() - t0) / len(rows)
+        for row, toks in zip(rows, tokens, strict=True):
+            out[row] = Outcome(tokenizer.decode(toks, skip_special_tokens=True), len(toks), seconds)
+        if not answer:
+            continue
+        step = max(1, FORCED_ROWS // len(answer))
+        for j in range(0, len(rows), step):
+            part = forced if step >= len(rows) else decode_batch.select(forced, range(j, min(j + step, len(rows))))
+            for row, lp in zip(part.rows, decode_batch.answer_logprobs_batch(model, part, answer), strict=True):
+                out[row].nll = decode.nll(lp, answer)
+                if reference is None:
+                    out[row].logprobs = lp
+                else:
+                    out[row].kl = decode.mean_kl(reference, lp)
+    return out
 
 
 def evaluate_sample(
@@ -197,13 +220,12 @@ def evaluate_sample(
         L = len(prefix.cache.layers)
         _, H, _, D = prefix.cache.layers[0].keys.shape
         elsize = prefix.cache.layers[0].keys.element_size()
-        full = _run(model, tok, prefix, None, sample, stops, answer)
+        (full,) = _run(model, tok, prefix, [None], sample, stops, answer)
         score_full = metrics.score(sample.task, full.prediction, sample.answers, sample.all_classes)
-        nll_full = decode.nll(full.logprobs, answer) if answer else None
-        for policy in policies:
-            keep = keep_for(sample, policy, setting)
+        keeps = [keep_for(sample, policy, setting) for policy in policies]
+        outcomes = _run(model, tok, prefix, keeps, sample, stops, answer, full.logprobs)
+        for policy, keep, got in zip(policies, keeps, outcomes, strict=True):
             kept = restrict(keep, prefix.length).shape[2] + (sample.n_tokens - prefix.length)
-            got = _run(model, tok, prefix, keep, sample, stops, answer)
             rows.append(
                 {
                     "run_id": sample.run_id,
@@ -216,9 +238,9 @@ def evaluate_sample(
                     "metric": metric,
                     "score": metrics.score(sample.task, got.prediction, sample.answers, sample.all_classes),
                     "score_full": score_full,
-                    "answer_nll": decode.nll(got.logprobs, answer) if answer else None,
-                    "answer_nll_full": nll_full,
-                    "kl": decode.mean_kl(full.logprobs, got.logprobs) if answer else None,
+                    "answer_nll": got.nll,
+                    "answer_nll_full": full.nll,
+                    "kl": got.kl,
                     "kept_tokens": kept,
                     "n_tokens": sample.n_tokens,
                     "kv_bytes_kept": kv_bytes(L, H, kept, D, elsize),

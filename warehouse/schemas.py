@@ -248,7 +248,7 @@ QUALITY = Table(
         ("n_tokens", _I32),  # cache length before eviction
         ("kv_bytes_kept", pa.int64()),
         ("kv_bytes_full", pa.int64()),
-        ("decode_seconds", pa.float64()),  # evict a copy + feed the rest of the prompt + greedy decode
+        ("decode_seconds", pa.float64()),  # evict + feed the rest + greedy decode, its share of a batched decode
         ("decode_seconds_full", pa.float64()),  # the same with the full cache
         ("prefill_seconds", pa.float64()),  # the one prefill shared by every policy of the (sample, setting)
         ("new_tokens", _I32),  # tokens generated with the evicted cache (EOS included)
