@@ -76,6 +76,16 @@ def tiny_llama_config(**overrides):
     return LlamaConfig(**cfg)
 
 
+def generate(model, ids, n, **kw):
+    """`model.generate`'s greedy tokens after `ids` [T]: the reference every manual decoding loop must match."""
+    with torch.inference_mode():
+        out = model.generate(
+            ids[None], attention_mask=torch.ones(1, len(ids), dtype=torch.long), max_new_tokens=n,
+            do_sample=False, num_beams=1, **kw,
+        )  # fmt: skip
+    return out[0, len(ids) :].tolist()
+
+
 @pytest.fixture
 def tiny_llama():
     """A randomly initialised 2-layer Llama with grouped-query attention (no download, ~120 ms)."""

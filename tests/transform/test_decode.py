@@ -7,17 +7,8 @@ import torch
 
 from extract.longbench import open_longbench, read_task
 from extract.prompts import build_prompt
-from tests.conftest import FIXTURE_LONGBENCH
+from tests.conftest import FIXTURE_LONGBENCH, generate
 from transform import decode
-
-
-def generate(model, ids, n, **kw):
-    with torch.inference_mode():
-        out = model.generate(
-            ids[None], attention_mask=torch.ones(1, len(ids), dtype=torch.long), max_new_tokens=n,
-            do_sample=False, num_beams=1, **kw,
-        )  # fmt: skip
-    return out[0, len(ids) :].tolist()
 
 
 @pytest.mark.parametrize("setting", decode.SETTINGS)

@@ -9,7 +9,7 @@ import torch
 from extract.capture import prefill as capture_prefill
 from extract.longbench import open_longbench, read_task
 from extract.prompts import build_prompt
-from tests.conftest import FIXTURE_LONGBENCH
+from tests.conftest import FIXTURE_LONGBENCH, generate
 from transform import decode
 from transform import decode_batch as db
 from transform.evaluate import stop_ids
@@ -17,15 +17,6 @@ from transform.evict import KeepSetError
 from transform.policies import Stats, make
 
 ATOL = 1e-4  # batched vs batch-1 matmuls may round differently in the last bits, no more
-
-
-def generate(model, ids, n, **kw):
-    with torch.inference_mode():
-        out = model.generate(
-            ids[None], attention_mask=torch.ones(1, len(ids), dtype=torch.long), max_new_tokens=n,
-            do_sample=False, num_beams=1, **kw,
-        )  # fmt: skip
-    return out[0, len(ids) :].tolist()
 
 
 def single(model, prefix, keeps, n, eos=frozenset(), min_new=0):
