@@ -8,7 +8,6 @@ summary artifact. The work is in transform/evaluate_run.py and transform/evaluat
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -16,17 +15,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from extract.longbench import open_longbench
+from flows.params import as_list
 from transform import evaluate_run as er
 from transform.evaluate import SampleInput, store_connection
 from warehouse import catalog, config
 from warehouse.store import Store
-
-
-def _as_list(value: list | str | None) -> list | None:
-    """A JSON list, or a comma-separated string (`-p tasks=qasper,trec`)."""
-    if value is None or isinstance(value, list):
-        return value
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _run_name() -> str:
@@ -85,14 +78,12 @@ def evaluate(
     """Evaluate eviction `policies` (names or JSON specs) x `budgets` on extracted samples of a run."""
     log = get_run_logger()
     t0 = time.perf_counter()
-    store = Store(Path(output) / "data" if output else config.data_root())
-    db_file = Path(output) / "kv.duckdb" if output else config.db_path()
+    data_root, db_file = config.locations(output)
+    store = Store(data_root)
     store.clean_tmp()
     policies = policies if policies is not None else list(er.DEFAULT_POLICIES)
-    budgets = [float(b) for b in _as_list(list(budgets) if isinstance(budgets, tuple) else budgets) or []]
-    plan = make_plan(
-        store, policies, budgets, setting, run_id, model, _as_list(tasks), limit, overwrite, max_new_tokens
-    )
+    budgets = [float(b) for b in as_list(list(budgets) if isinstance(budgets, tuple) else budgets) or []]
+    plan = make_plan(store, policies, budgets, setting, run_id, model, as_list(tasks), limit, overwrite, max_new_tokens)
     log.info(
         "run %s: %d sample(s) x %d policies x %d setting(s), %d pending",
         plan.run.run_id,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -28,20 +27,14 @@ from extract.run import (
     write_run,
 )
 from extract.sample import StatsConfig
+from flows.params import as_list
 from warehouse import catalog, config
 from warehouse.store import Store
 
 
-def _as_list(value: list[str] | str | None) -> list[str] | None:
-    """Accept a JSON list or a comma-separated string (`-p tasks=qasper,trec`)."""
-    if value is None or isinstance(value, list):
-        return value
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 def _run_name() -> str:
     p = flow_run.parameters
-    tasks = _as_list(p.get("tasks")) or ["all"]
+    tasks = as_list(p.get("tasks")) or ["all"]
     shown = ",".join(tasks[:3]) + (f"+{len(tasks) - 3}" if len(tasks) > 3 else "")
     return f"{models.model_slug(p.get('model', models.DEFAULT_MODEL))}-{shown}-limit{p.get('limit')}"
 
@@ -88,7 +81,7 @@ def extract(
     log = get_run_logger()
     t0, started = time.perf_counter(), datetime.now(UTC)
     lb = open_longbench(data_dir)
-    work = plan(lb, _as_list(tasks), limit)
+    work = plan(lb, as_list(tasks), limit)
     cfg = StatsConfig(
         window=window,
         raw_kv=raw_kv,
@@ -99,8 +92,8 @@ def extract(
     loaded = load_model(model, device, dtype, attn)
     max_tok = effective_max_tokens(loaded, max_tokens)
     run_id = make_run_id(loaded, max_tok, cfg, run_name)
-    store = Store(Path(output) / "data" if output else config.data_root())
-    db_file = Path(output) / "kv.duckdb" if output else config.db_path()
+    data_root, db_file = config.locations(output)
+    store = Store(data_root)
     store.clean_tmp()
     log.info(
         "run %s: %d samples of %d task(s) from %s into %s",

@@ -71,8 +71,7 @@ def report(
     if demo_mode not in DEMO_MODES:
         raise ValueError(f"demo_mode must be one of {', '.join(DEMO_MODES)}, got {demo_mode!r}")
     reports.select(only)  # unknown report names fail before any work
-    data = str(Path(output) / "data") if output else str(config.data_root())
-    db = str(Path(output) / "kv.duckdb") if output else str(config.db_path())
+    data, db = (str(p) for p in config.locations(output))
     out_dir = Path(out) if out else config.reports_dir()
 
     refresh_catalog(data, db)

@@ -31,3 +31,11 @@ def cache_dir() -> Path:
 def reports_dir() -> Path:
     """Generated HTML reports (KVW_REPORTS, default reports/out)."""
     return _env_path("KVW_REPORTS", REPO / "reports" / "out")
+
+
+def locations(output: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """(Parquet root, catalog file) of a warehouse folder given as a flow's `output`, or the defaults."""
+    if output:
+        base = Path(output).expanduser().resolve()
+        return base / "data", base / "kv.duckdb"
+    return data_root(), db_path()

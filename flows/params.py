@@ -1,0 +1,10 @@
+"""Parameter shapes shared by the flows (what `prefect deployment run -p` hands them)."""
+
+from __future__ import annotations
+
+
+def as_list(value: list | str | None) -> list | None:
+    """A JSON list, or a comma-separated string (`-p tasks=qasper,trec`)."""
+    if value is None or isinstance(value, list):
+        return value
+    return [v.strip() for v in value.split(",") if v.strip()]
