@@ -24,7 +24,7 @@ per_sample AS (
     JOIN sample_labels AS s USING (run_id, task, sample_id)
     WHERE l.run_id = $run_id
 )
-SELECT * FROM per_sample
+SELECT * FROM per_sample WHERE sample IN (SELECT sample FROM sample_labels WHERE run_id = $run_id AND shown)
 UNION ALL
 SELECT '(all)', layer, kv_head, avg(COLUMNS(* EXCLUDE (sample, layer, kv_head)))
 FROM per_sample

@@ -14,7 +14,7 @@ long AS (
     UNPIVOT base ON COLUMNS(* EXCLUDE (sample, layer, kv_head)) INTO NAME stat VALUE value
 ),
 with_all AS (
-    SELECT sample, layer, kv_head, stat, value FROM long
+    SELECT sample, layer, kv_head, stat, value FROM long WHERE sample IN (SELECT sample FROM sample_labels WHERE run_id = $run_id AND shown)
     UNION ALL
     SELECT '(all)', layer, kv_head, stat, avg(value) FROM long GROUP BY ALL
 )

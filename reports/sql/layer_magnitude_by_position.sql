@@ -10,7 +10,7 @@ WITH per_bucket AS (
         avg(ts.key_norm) AS key_norm
     FROM token_stats AS ts
     JOIN sample_labels AS s USING (run_id, task, sample_id)
-    WHERE ts.run_id = $run_id
+    WHERE ts.run_id = $run_id AND s.shown
     GROUP BY ALL
 ),
 relative AS (

@@ -5,7 +5,7 @@ WITH t AS (
     SELECT s.sample, ts.position, ts.category, ts.key_norm, ts.value_norm, ts.attn_received
     FROM token_summary AS ts
     JOIN sample_labels AS s USING (run_id, task, sample_id)
-    WHERE ts.run_id = $run_id
+    WHERE ts.run_id = $run_id AND s.shown
 ),
 long AS (
     SELECT * FROM (UNPIVOT t ON key_norm, value_norm, attn_received INTO NAME measure VALUE score)

@@ -5,7 +5,7 @@ WITH t AS (
     SELECT s.sample, ts.*
     FROM token_summary AS ts
     JOIN sample_labels AS s USING (run_id, task, sample_id)
-    WHERE ts.run_id = $run_id
+    WHERE ts.run_id = $run_id AND s.shown
 ),
 ranked AS (
     SELECT

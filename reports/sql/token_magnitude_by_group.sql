@@ -9,7 +9,7 @@ WITH t AS (
     WHERE ts.run_id = $run_id
 ),
 pooled AS (
-    SELECT * FROM t
+    SELECT * FROM t WHERE sample IN (SELECT sample FROM sample_labels WHERE run_id = $run_id AND shown)
     UNION ALL
     SELECT '(all)', category, segment, key_norm, value_norm FROM t
 ),

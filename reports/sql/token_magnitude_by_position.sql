@@ -12,6 +12,6 @@ SELECT
     arg_max(ts.position, ts.key_norm) AS top_position
 FROM token_summary AS ts
 JOIN sample_labels AS s USING (run_id, task, sample_id)
-WHERE ts.run_id = $run_id
+WHERE ts.run_id = $run_id AND s.shown
 GROUP BY s.sample, s.n_tokens, ts.position // $bucket
 ORDER BY s.sample, position;

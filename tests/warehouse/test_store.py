@@ -143,3 +143,20 @@ def test_empty_views_follow_schema_changes(tmp_path, monkeypatch):
     monkeypatch.setitem(schemas.TABLES, "skipped", grown)
     con = duckdb.connect(str(catalog.build(store, tmp_path / "kv.duckdb")), read_only=True)
     assert "extra" in [r[0] for r in con.execute("DESCRIBE skipped").fetchall()]
+
+
+def test_reports_offer_at_most_24_samples_round_robin_over_tasks(tmp_path):
+    """sample_labels.shown: the first sample of every task first, so a full LongBench run keeps pages small."""
+    from warehouse.schemas import SAMPLES
+
+    store = Store(tmp_path / "data")
+    for task, n in (("qasper", 20), ("trec", 10), ("lcc", 1)):
+        for i in range(n):
+            row = {c: None for c in SAMPLES.columns}
+            row.update(run_id="r1", model="m", task=task, sample_id=f"{task}{i:02d}", n_tokens=100)
+            store.write("samples", pa.Table.from_pylist([row], schema=SAMPLES.schema), row["sample_id"])
+    con = duckdb.connect(str(catalog.build(store, tmp_path / "kv.duckdb")), read_only=True)
+    shown = con.execute("SELECT task, count(*) FROM sample_labels WHERE shown GROUP BY task ORDER BY task").fetchall()
+    assert shown == [("lcc", 1), ("qasper", 13), ("trec", 10)]  # rounds: 3, then 2 x 9, then qasper x 3
+    firsts = con.execute("SELECT bool_and(shown) FROM sample_labels WHERE sample_id IN ('qasper00', 'trec00', 'lcc00')")
+    assert firsts.fetchone() == (True,)
