@@ -25,11 +25,11 @@ KEYS = {
 }
 
 
-def partial_sample(data):
-    """A sample with some tables written but no `samples` row yet (a crash now leaves it half done)."""
+def progress(data):
+    """(finished samples, samples with some tables written but no `samples` row yet)."""
     done = {p.name for p in (data / "samples").rglob("*.parquet")}
     started = {p.name for p in (data / "token_stats").rglob("*.parquet")}
-    return started - done
+    return done, started - done
 
 
 def test_sigkill_mid_run_then_rerun_leaves_every_row_once(prefect_server, tmp_path):
@@ -47,7 +47,8 @@ def test_sigkill_mid_run_then_rerun_leaves_every_row_once(prefect_server, tmp_pa
     killed_partial = False
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline:
-        if partial_sample(data) and (data / "samples").exists():
+        done, partial = progress(data)
+        if done and partial:  # at least one sample finished, and the next one is half written: kill now
             killed_partial = True
             break
         time.sleep(0.002)  # the partial window (token_stats written, samples not yet) lasts ~5 ms
