@@ -25,18 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from transform.evict import copy_cache, evict, restrict
-
-SETTINGS = ("question_aware", "question_agnostic")
-
-
-class SettingError(ValueError):
-    """Unknown setting, or a prompt that cannot be split for it."""
-
-
-def check_setting(setting: str) -> str:
-    if setting not in SETTINGS:
-        raise SettingError(f"unknown setting {setting!r}; use one of {', '.join(SETTINGS)}")
-    return setting
+from transform.settings import SETTINGS, SettingError, check_setting  # noqa: F401 (re-exported)
 
 
 @lru_cache(maxsize=8)

@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 
 from transform.policies import Policy, PolicyError, Stats
 from transform.policies.base import read_sql
+from transform.settings import SETTINGS, check_setting  # noqa: F401 (SETTINGS re-exported)
 from warehouse import schemas
 from warehouse.store import Store
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("question_aware", "question_agnostic")
 BATCH = 8  # samples per SQL run: bounds memory at ~8 x 184k candidate rows for 2K-token prompts
 
 
@@ -56,12 +56,6 @@ def cache_len(sample, setting: str) -> int:
 
 def parts(sample) -> dict[str, str]:
     return {"model": sample.model, "task": sample.task, "run_id": sample.run_id}
-
-
-def check_setting(setting: str) -> str:
-    if setting not in SETTINGS:
-        raise PolicyError(f"unknown setting {setting!r}; use one of {', '.join(SETTINGS)}")
-    return setting
 
 
 def find_samples(
