@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -70,11 +69,6 @@ class DemoResult:
     run_id: str
     rows: dict[str, int]  # table -> rows written
     seconds: float
-
-
-def cache_kwarg(model: torch.nn.Module) -> str:
-    """transformers 5.x calls the cache argument `cache`; older releases `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def cache_of(out) -> object:
@@ -165,7 +159,7 @@ def _keep(store: dict, key: str):
 @torch.inference_mode()
 def decode_run(model: torch.nn.Module, tok, ids: torch.Tensor, steps: int) -> list[dict]:
     """Greedy decoding with the cache vs recomputing the sequence, fed the same tokens, step by step."""
-    kw = cache_kwarg(model)
+    kw = models.cache_kwarg(model)
     out, t_cache = _forward(model, input_ids=ids, use_cache=True)
     ref, t_full = _forward(model, input_ids=ids, use_cache=False)
     cache, seq, rows = cache_of(out), ids, []
@@ -195,7 +189,7 @@ def decode_run(model: torch.nn.Module, tok, ids: torch.Tensor, steps: int) -> li
 
 
 def _greedy(model, tok, cache, logits: torch.Tensor, n: int) -> str:
-    kw, out_ids = cache_kwarg(model), []
+    kw, out_ids = models.cache_kwarg(model), []
     for _ in range(n):
         token = int(logits.argmax())
         if token == tok.eos_token_id:
@@ -209,7 +203,7 @@ def _greedy(model, tok, cache, logits: torch.Tensor, n: int) -> str:
 @torch.inference_mode()
 def prefix_run(model: torch.nn.Module, tok, context: torch.Tensor, questions: list[torch.Tensor], n: int) -> list[dict]:
     """One prefilled context reused by several questions, against prefilling context + question each time."""
-    kw = cache_kwarg(model)
+    kw = models.cache_kwarg(model)
     base, t_prefix = _forward(model, input_ids=context, use_cache=True)
     rows = []
     for i, q in enumerate(questions):

@@ -156,6 +156,19 @@ def load(
     return Loaded(lm, tok, model_slug(model), source, revision, dev, str(torch_dtype).removeprefix("torch."), attn_impl)
 
 
+@lru_cache(maxsize=8)
+def _cache_kwarg_of(model_cls: type) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The forward argument that takes a cache: `cache` in transformers 5.x (`past_key_values` is
+    deprecated until 5.40), `past_key_values` before."""
+    return _cache_kwarg_of(type(model))
+
+
 @lru_cache(maxsize=2)
 def load_cached(
     model: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None, attn: str | None = None

@@ -15,24 +15,16 @@ Settings:
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 from transformers import DynamicCache
 
+from extract.model import cache_kwarg
 from transform.evict import copy_cache, evict, restrict
 from transform.settings import SETTINGS, SettingError, check_setting  # noqa: F401 (re-exported)
-
-
-@lru_cache(maxsize=8)
-def _cache_kwarg(model_cls: type) -> str:
-    """transformers 5.x names the cache argument `cache` (`past_key_values` is deprecated until 5.40)."""
-    params = inspect.signature(model_cls.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def forward(model, ids: torch.Tensor, cache: DynamicCache, start: int, logits_to_keep: int = 1) -> torch.Tensor:
@@ -53,7 +45,7 @@ def forward_batch(model, ids: torch.Tensor, cache: DynamicCache, start: int, log
     device = next(model.parameters()).device
     ids = ids.to(device)
     pos = torch.arange(start, start + ids.shape[1], device=device)[None].expand(ids.shape[0], -1)
-    kwargs = {_cache_kwarg(type(model)): cache}
+    kwargs = {cache_kwarg(model): cache}
     out = model(input_ids=ids, position_ids=pos, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
     return out.logits.float()
 
