@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from extract.model import cache_of
+
 
 @dataclass
 class Prefill:
@@ -125,7 +127,7 @@ def prefill(
         if input_ids.is_cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-    cache = out.past_key_values
+    cache = cache_of(out)
     keys = torch.stack([layer.keys[0] for layer in cache.layers])
     values = torch.stack([layer.values[0] for layer in cache.layers])
     attn = _attention_received(mods, queries[T], keys)

@@ -71,12 +71,6 @@ class DemoResult:
     seconds: float
 
 
-def cache_of(out) -> object:
-    """The cache a forward returned (`out.cache` in transformers 5.x, `past_key_values` before)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
 def demo_run_id(loaded: models.Loaded, cfg: DemoConfig) -> str:
     shape = {"model": loaded.name, "rev": loaded.revision, "dtype": loaded.dtype, "v": DEMO_FORMAT, **asdict(cfg)}
     return "demo-" + hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
@@ -162,7 +156,7 @@ def decode_run(model: torch.nn.Module, tok, ids: torch.Tensor, steps: int) -> li
     kw = models.cache_kwarg(model)
     out, t_cache = _forward(model, input_ids=ids, use_cache=True)
     ref, t_full = _forward(model, input_ids=ids, use_cache=False)
-    cache, seq, rows = cache_of(out), ids, []
+    cache, seq, rows = models.cache_of(out), ids, []
     logits, logits_ref = out.logits[0, -1], ref.logits[0, -1]
     for step in range(steps):
         token = int(logits.argmax())
@@ -184,7 +178,7 @@ def decode_run(model: torch.nn.Module, tok, ids: torch.Tensor, steps: int) -> li
         seq = torch.cat([seq, nxt], dim=1)
         out, t_cache = _forward(model, input_ids=nxt, use_cache=True, **{kw: cache})
         ref, t_full = _forward(model, input_ids=seq, use_cache=False)
-        cache, logits, logits_ref = cache_of(out), out.logits[0, -1], ref.logits[0, -1]
+        cache, logits, logits_ref = models.cache_of(out), out.logits[0, -1], ref.logits[0, -1]
     return rows
 
 
@@ -196,7 +190,7 @@ def _greedy(model, tok, cache, logits: torch.Tensor, n: int) -> str:
             break
         out_ids.append(token)
         out = model(input_ids=torch.tensor([[token]]), use_cache=True, logits_to_keep=1, **{kw: cache})
-        cache, logits = cache_of(out), out.logits[0, -1]
+        cache, logits = models.cache_of(out), out.logits[0, -1]
     return tok.decode(out_ids)
 
 
@@ -209,7 +203,7 @@ def prefix_run(model: torch.nn.Module, tok, context: torch.Tensor, questions: li
     for i, q in enumerate(questions):
         full, t_full = _forward(model, input_ids=torch.cat([context, q], 1), use_cache=True)
         t0 = time.perf_counter()
-        cache = copy.deepcopy(cache_of(base))  # decoding mutates a cache: each question gets a copy (timed too)
+        cache = copy.deepcopy(models.cache_of(base))  # decoding mutates a cache: each question gets a copy (timed too)
         part, _ = _forward(model, input_ids=q, use_cache=True, **{kw: cache})
         t_reuse = time.perf_counter() - t0
         a, b = full.logits[0, -1].float(), part.logits[0, -1].float()
@@ -223,8 +217,8 @@ def prefix_run(model: torch.nn.Module, tok, context: torch.Tensor, questions: li
                 "seconds_full": t_full,
                 "seconds_reuse": t_reuse,
                 "max_abs_diff": float((a - b).abs().max()),
-                "answer_full": _greedy(model, tok, cache_of(full), a, n),
-                "answer_reuse": _greedy(model, tok, cache_of(part), b, n),
+                "answer_full": _greedy(model, tok, models.cache_of(full), a, n),
+                "answer_reuse": _greedy(model, tok, models.cache_of(part), b, n),
             }
         )
     return rows

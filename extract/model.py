@@ -169,6 +169,12 @@ def cache_kwarg(model: torch.nn.Module) -> str:
     return _cache_kwarg_of(type(model))
 
 
+def cache_of(out) -> object:
+    """The cache a forward returned (`out.cache` in newer transformers 5.x, `past_key_values` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 @lru_cache(maxsize=2)
 def load_cached(
     model: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None, attn: str | None = None
