@@ -125,14 +125,14 @@ def _keep_args(p):
     p.add_argument("--run-id", help="extraction run (default: the most recently extracted)")
     p.add_argument("--tasks", help="comma-separated tasks (default: all extracted)")
     p.add_argument("--limit", type=int, help="samples per task")
-    p.add_argument("--overwrite", action="store_true", help="redo keep-sets already written")
+    p.add_argument("--overwrite", action="store_true", help="rank again samples already ranked")
     p.add_argument("--data", help="Parquet root (default warehouse/data or $KVW_DATA)")
     p.add_argument("--db", help="catalog to rebuild afterwards (default warehouse/kv.duckdb or $KVW_DB)")
 
 
-@command("keep", "write a policy's keep-sets (which tokens it keeps) for extracted samples", _keep_args)
+@command("keep", "rank a policy's cache positions for extracted samples: every budget's keep-set follows", _keep_args)
 def _keep(a) -> int:
-    from transform.keep import apply_policy, find_samples, parse_params
+    from transform.keep import find_samples, parse_params, rank
     from transform.policies import PolicyError, make
     from warehouse import catalog, config
     from warehouse.store import Store
@@ -144,14 +144,16 @@ def _keep(a) -> int:
         policies = [make(a.policy, **params, **({} if b is None else {"budget": b})) for b in budgets]
         tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
         refs = find_samples(store, a.run_id, tasks, a.limit)
-        for setting in a.setting or ["question_aware"]:
-            for policy in policies:
-                done = apply_policy(store, policy, setting, refs=refs, overwrite=a.overwrite)
-                print(f"{policy.label()} [{policy.policy_id}] {setting}: "
-                      f"{done.written} written, {done.existing} already there")  # fmt: skip
+        done = rank(store, policies, a.setting or ["question_aware"], refs, overwrite=a.overwrite)
     except (PolicyError, ValueError) as err:
         print(f"kvw keep: {err}", file=sys.stderr)
         return 2
+    for policy in policies:
+        print(f"{policy.label()} [{policy.policy_id}]")
+    print(
+        f"{len(refs)} samples: {done.samples} (sample, setting) ranked in {done.statements} SQL pass(es) "
+        f"({done.seconds:.1f} s), {done.existing} already ranked; keep-sets in the views keep_sets and keep"
+    )
     print(catalog.build(store, a.db))
     return 0
 

@@ -1,7 +1,8 @@
 """Prefect flow `evaluate` (deployment `longbench`): kept-versus-evicted quality of eviction policies.
 
 Orchestration only: resolve the extraction run, check the request (nothing is written when it is wrong),
-materialise the keep-sets, one task per sample (one prefill serves every policy), the catalog refresh and a
+rank what the policies need (one SQL pass per ranking and setting over every sample), one task per sample
+(one prefill serves every policy; rows are written a task's worth at a time), the catalog refresh and a
 summary artifact. The work is in transform/evaluate_run.py and transform/evaluate.py.
 """
 
@@ -17,7 +18,8 @@ from prefect.runtime import flow_run
 from extract.longbench import open_longbench
 from flows.params import as_list
 from transform import evaluate_run as er
-from transform.evaluate import SampleInput, store_connection
+from transform.evaluate import QualityWriter
+from transform.samples import Sample
 from warehouse import catalog, config
 from warehouse.store import Store
 
@@ -32,7 +34,7 @@ def _run_name() -> str:
 @task(cache_policy=NO_CACHE)
 def make_plan(store: Store, policies, budgets, setting, run_id, model, tasks, limit, overwrite, max_new) -> er.Plan:
     pols, settings = er.parse_policies(policies, budgets), er.parse_settings(setting)
-    con = store_connection(store)
+    con = catalog.memory(store)
     try:
         run = er.resolve_run(con, model, run_id)
     finally:
@@ -51,13 +53,21 @@ def check_prompts(loaded, plan: er.Plan, data_dir: str | None) -> None:
 
 
 @task(cache_policy=NO_CACHE)
-def materialize_keep(store: Store, plan: er.Plan, overwrite: bool) -> int:
+def rank(store: Store, plan: er.Plan, overwrite: bool):
     return er.materialize_keep(store, plan, overwrite)
 
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="{sample.task}/{sample.sample_id}")
-def evaluate_sample(store: Store, loaded, plan: er.Plan, sample: SampleInput) -> er.SampleOutcome:
-    return er.evaluate_one(store, loaded, plan, sample)
+def evaluate_sample(
+    store: Store, loaded, plan: er.Plan, sample: Sample, reader: er.KeepReader, writer: QualityWriter
+) -> er.SampleOutcome:
+    return er.evaluate_one(store, loaded, plan, sample, reader, writer)
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def flush(writer: QualityWriter) -> int:
+    writer.close()
+    return writer.files
 
 
 @flow(name="evaluate", flow_run_name=_run_name, log_prints=True)
@@ -96,12 +106,19 @@ def evaluate(
     if plan.pending:
         loaded = load_model(plan, device)
         check_prompts(loaded, plan, data_dir)
-        materialize_keep(store, plan, overwrite)
-        for i, sample in enumerate(plan.samples, 1):
-            outcome = evaluate_sample(store, loaded, plan, sample)
-            outcomes.append(outcome)
-            log.info("[%d/%d] %s/%s: %d evaluated, %d already done, %.1fs", i, len(plan.samples), sample.task,
-                     sample.sample_id, outcome.evaluated, outcome.existing, outcome.seconds)  # fmt: skip
+        ranked = rank(store, plan, overwrite)
+        log.info("ranked %d (sample, ranking, setting) in %d SQL pass(es), %.1fs", ranked.samples,
+                 ranked.statements, ranked.seconds)  # fmt: skip
+        reader, writer = er.KeepReader(store), QualityWriter(store, overwrite)
+        try:
+            for i, sample in enumerate(plan.samples, 1):
+                outcome = evaluate_sample(store, loaded, plan, sample, reader, writer)
+                outcomes.append(outcome)
+                log.info("[%d/%d] %s/%s: %d evaluated, %d already done, %.1fs", i, len(plan.samples), sample.task,
+                         sample.sample_id, outcome.evaluated, outcome.existing, outcome.seconds)  # fmt: skip
+        finally:
+            log.info("quality: %d file(s)", flush(writer))
+            reader.close()
     else:
         outcomes = [er.SampleOutcome(s.task, s.sample_id, 0, len(plan.policies) * len(plan.settings), 0.0)
                     for s in plan.samples]  # fmt: skip

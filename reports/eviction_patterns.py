@@ -19,8 +19,8 @@ from reports.charts import dropdown, equals, radio
 
 KEPT = alt.Scale(domain=[0, 100], range=["#d9d9d9", "#1f77b4"])
 EVAL_HINT = (
-    "Keep-sets come from the eviction transform: `kvw keep` (or the `evaluate/longbench` deployment, "
-    "which writes them before it decodes); then rebuild the reports."
+    "Keep-sets come from the eviction transform: `kvw keep` ranks a policy's cache positions (the "
+    "`evaluate/longbench` deployment does too, before it decodes); then rebuild the reports."
 )
 
 
@@ -92,7 +92,7 @@ REPORT = Report(
     "the sink boundary (red) and recent boundary (green) marked; per sample and setting.",
     queries=("eviction_pattern", "eviction_boundaries"),
     chart=chart,
-    needs=("keep", "samples", "policies"),
+    needs=("rankings", "samples", "policies"),
     hint=EVAL_HINT,
     params={"max_samples": 3, "buckets": 128},
 )

@@ -6,11 +6,10 @@ prompt ended, not at the compacted length. transformers derives the causal mask'
 length K itself (the issue's `cache_position = K`); there is no cache_position argument to pass. No
 attention_mask at batch 1. `model.generate` is never used with a pruned cache: it re-feeds the evicted tail.
 
-Settings:
-- question_aware: the whole prompt is prefilled, then evicted; the first generated token comes from the
-  full prefill, so it is the same under every policy.
-- question_agnostic: only positions < context_end (instruction + context) are prefilled and evicted; the rest
-  of the prompt (question, chat tail) is then fed as one chunk at its original positions, then decoding starts.
+Settings (transform/settings.py says where each cuts the prompt): the positions before the cut are prefilled
+and evicted; the rest of the prompt (question_agnostic: the question and chat tail) is then fed as one chunk at
+its original positions, then decoding starts. In question_aware nothing is left, so the first generated token
+comes from the full prefill and is the same under every policy.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from transformers import DynamicCache
 
 from extract.model import cache_kwarg
 from transform.evict import copy_cache, evict, restrict
+from transform import settings
 from transform.settings import SETTINGS, SettingError, check_setting  # noqa: F401 (re-exported)
 
 
@@ -56,7 +56,7 @@ class Prefix:
 
     setting: str
     cache: DynamicCache  # positions 0..length-1, never mutated (policies work on copies)
-    length: int  # positions in the cache: T (question_aware) or context_end (question_agnostic)
+    length: int  # positions in the cache at eviction (transform.settings.Setting.cache_len)
     rest: torch.Tensor  # prompt ids fed after eviction at positions length..n_tokens-1 (empty when aware)
     logits: torch.Tensor | None  # next-token logits after the prefix (aware: the first answer token's)
     n_tokens: int  # the whole prompt
@@ -74,12 +74,7 @@ class State:
 
 def split_point(setting: str, n_tokens: int, context_end: int) -> int:
     """How many prompt positions are prefilled (and evicted) before the rest is fed."""
-    check_setting(setting)
-    if setting == "question_aware":
-        return n_tokens
-    if not 0 < context_end <= n_tokens:
-        raise SettingError(f"question_agnostic needs 0 < context_end <= {n_tokens}, got context_end={context_end}")
-    return context_end
+    return settings.get(setting).cache_len(n_tokens, context_end)
 
 
 @torch.inference_mode()

@@ -18,33 +18,18 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from extract.longbench import LongBench, Sample, read_task
+from extract.longbench import LongBench, read_task
+from extract.longbench import Sample as Record
 from extract.prompts import build_prompt
 from transform import decode, decode_batch, metrics
 from transform.evict import kv_bytes, restrict
+from transform.samples import Sample
 from warehouse import schemas
 from warehouse.store import Store
 
 
 class EvaluationError(ValueError):
     """An evaluation cannot run as asked; the message names the problem."""
-
-
-@dataclass(frozen=True)
-class SampleInput:
-    """What the warehouse knows about an extracted sample: enough to rebuild and check its prompt."""
-
-    run_id: str
-    model: str
-    task: str
-    sample_id: str
-    source: str  # file:line in LongBench
-    n_tokens: int
-    context_end: int
-    max_new_tokens: int
-    answers: tuple[str, ...]
-    all_classes: tuple[str, ...] | None
-    token_ids: np.ndarray  # int64 [n_tokens], from the `tokens` table
 
 
 @dataclass(frozen=True)
@@ -56,83 +41,18 @@ class PolicyRef:
     budget: float | None
 
 
-KeepFor = Callable[[SampleInput, PolicyRef, str], np.ndarray]  # (sample, policy, setting) -> keep [L, H, K]
+KeepFor = Callable[[Sample, PolicyRef, str], np.ndarray]  # (sample, policy, setting) -> keep [L, H, K]
 
 
-def store_connection(store: Store):
-    """An in-memory DuckDB with one view per table over the store's current files (never a stale catalog)."""
-    import duckdb
-
-    from warehouse.catalog import table_sql
-
-    con = duckdb.connect()
-    for table in schemas.TABLES.values():
-        con.execute(f"CREATE VIEW {table.name} AS {table_sql(store, table)}")
-    return con
-
-
-def load_samples(con, run_id: str, tasks: Sequence[str] | None = None, limit: int | None = None) -> list[SampleInput]:
-    """Extracted samples of a run (`limit` per task, in source order) with their token ids.
-
-    A task that was not extracted in the run is an error naming the tasks that were.
-    """
-    if limit is not None and limit < 1:
-        raise EvaluationError(f"limit must be >= 1 (or None for every sample), got {limit}")
-    have = [
-        r[0] for r in con.execute("SELECT DISTINCT task FROM samples WHERE run_id = ? ORDER BY 1", [run_id]).fetchall()
-    ]
-    if not have:
-        raise EvaluationError(f"run {run_id!r} has no extracted samples")
-    missing = [t for t in (tasks or []) if t not in have]
-    if missing:
-        raise EvaluationError(
-            f"task(s) {missing} have not been extracted in run {run_id}; extracted tasks: {', '.join(have)}"
-        )
-    rows = con.execute(
-        """
-        SELECT model, task, sample_id, source, n_tokens, context_end, max_new_tokens, answers, all_classes
-        FROM samples
-        WHERE run_id = ? AND (len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], task))
-        QUALIFY row_number() OVER (PARTITION BY task ORDER BY source, sample_id) <= coalesce(?, 2147483647)
-        ORDER BY task, source, sample_id
-        """,
-        [run_id, list(tasks or []), list(tasks or []), limit],
-    ).fetchall()
-    out = []
-    for model, task, sample_id, source, n, ctx_end, max_new, answers, classes in rows:
-        ids = con.execute(
-            "SELECT token_id FROM tokens WHERE run_id = ? AND task = ? AND sample_id = ? ORDER BY position",
-            [run_id, task, sample_id],
-        ).fetchnumpy()["token_id"]
-        if len(ids) != n:
-            raise EvaluationError(f"{task}/{sample_id}: the tokens table holds {len(ids)} tokens, samples says {n}")
-        out.append(
-            SampleInput(
-                run_id,
-                model,
-                task,
-                sample_id,
-                source,
-                int(n),
-                int(ctx_end),
-                int(max_new or 0) or 32,
-                tuple(answers or ()),
-                tuple(classes) if classes else None,
-                np.asarray(ids, dtype=np.int64),
-            )
-        )
-    return out
-
-
-def find_record(lb: LongBench, sample: SampleInput) -> Sample:
+def find_record(lb: LongBench, sample: Sample) -> Record:
     """The LongBench record a sample was extracted from."""
     for item in read_task(lb, sample.task):
-        if isinstance(item, Sample) and item.sample_id == sample.sample_id:
+        if isinstance(item, Record) and item.sample_id == sample.sample_id:
             return item
     raise EvaluationError(f"{sample.task}/{sample.sample_id} ({sample.source}) is not in {lb.root}")
 
 
-def check_prompt(tokenizer, lb: LongBench, sample: SampleInput, max_tokens: int) -> None:
+def check_prompt(tokenizer, lb: LongBench, sample: Sample, max_tokens: int) -> None:
     """Rebuild the prompt as extraction did; the token ids must equal the run's `tokens` table."""
     prompt = build_prompt(tokenizer, lb.prompts[sample.task], find_record(lb, sample), max_tokens)
     ids = prompt.input_ids
@@ -156,7 +76,7 @@ def stop_ids(tokenizer, model, task: str) -> frozenset[int]:
     return frozenset(ids)
 
 
-def answer_ids(tokenizer, sample: SampleInput) -> list[int]:
+def answer_ids(tokenizer, sample: Sample) -> list[int]:
     """The first reference answer as tokens, capped at the task's max_new_tokens."""
     if not sample.answers:
         return []
@@ -208,7 +128,7 @@ def _run(model, tokenizer, prefix, keeps, sample, stops, answer, reference=None)
 
 
 def evaluate_sample(
-    loaded, sample: SampleInput, policies: Sequence[PolicyRef], settings: Sequence[str], keep_for: KeepFor
+    loaded, sample: Sample, policies: Sequence[PolicyRef], settings: Sequence[str], keep_for: KeepFor
 ) -> pa.Table:
     """Quality rows of one sample for every (policy, setting): one prefill per setting serves every policy."""
     model, tok = loaded.model, loaded.tokenizer
@@ -258,20 +178,56 @@ def evaluate_sample(
     return pa.Table.from_pylist(rows, schema=schemas.QUALITY.schema)
 
 
-def quality_name(sample_id: str, policy_id: str, setting: str) -> str:
-    """One file per (sample, policy, setting): its presence marks that evaluation done."""
-    return f"{sample_id}.{policy_id}.{setting}"
+QUALITY_KEY = ["sample_id", "policy_id", "setting"]
 
 
-def is_done(store: Store, sample: SampleInput, policy_id: str, setting: str) -> bool:
-    name = quality_name(sample.sample_id, policy_id, setting)
-    return store.exists("quality", name, model=sample.model, task=sample.task, run_id=sample.run_id)
+def evaluated(store: Store, run_id: str) -> set[tuple[str, str, str, str]]:
+    """(task, sample_id, policy_id, setting) already in `quality` for the run: what a rerun skips."""
+    return store.keys(store.files("quality", run_id=run_id), ["task", *QUALITY_KEY])
 
 
-def write_quality(store: Store, table: pa.Table) -> int:
-    """Write each row as its own (sample, policy, setting) file; a rerun overwrites, never duplicates."""
-    for i in range(table.num_rows):
-        row = table.slice(i, 1)
-        r = row.to_pylist()[0]
-        store.write("quality", row, quality_name(r["sample_id"], r["policy_id"], r["setting"]))
-    return table.num_rows
+class QualityWriter:
+    """Buffers quality rows and writes them as one file per (run, task) partition per flush, not one per row.
+
+    It flushes when the LongBench task changes, when `flush_seconds` have passed since the last flush (a killed
+    evaluation loses at most that much work; a rerun redoes it) and on `close()`. With `overwrite`, the keys it
+    writes are first removed from older files, so every (sample, policy, setting) is in exactly one file.
+    """
+
+    def __init__(self, store: Store, overwrite: bool = False, flush_seconds: float = 600.0):
+        self.store, self.overwrite, self.flush_seconds = store, overwrite, flush_seconds
+        self.parts: list[pa.Table] = []
+        self.task: str | None = None
+        self.since = time.monotonic()
+        self.rows = self.files = 0
+
+    def add(self, rows: pa.Table) -> None:
+        tasks = set(rows["task"].to_pylist())
+        if self.parts and (tasks - {self.task} or time.monotonic() - self.since > self.flush_seconds):
+            self.flush()
+        if rows.num_rows:
+            self.parts.append(rows)
+            self.task = next(iter(tasks))
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        rows = pa.concat_tables(self.parts)
+        if self.overwrite:
+            for (model, task, run_id), group in _groups(rows).items():
+                files = self.store.files("quality", model=model, task=task, run_id=run_id)
+                self.store.drop_keys(files, QUALITY_KEY, group)
+        self.files += len(self.store.write_batch("quality", rows, "quality", QUALITY_KEY, rows_per_file=500_000))
+        self.rows += rows.num_rows
+        self.parts, self.since = [], time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _groups(rows: pa.Table) -> dict[tuple, set[tuple]]:
+    out: dict[tuple, set[tuple]] = {}
+    cols = [rows[c].to_pylist() for c in ("model", "task", "run_id", *QUALITY_KEY)]
+    for model, task, run_id, *key in zip(*cols, strict=True):
+        out.setdefault((model, task, run_id), set()).add(tuple(key))
+    return out

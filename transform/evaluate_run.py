@@ -18,33 +18,24 @@ import numpy as np
 
 from extract import model as models
 from extract.longbench import LongBench, open_longbench
-from transform import decode
+from transform import decode, keep
+from transform import samples as selection
 from transform.evaluate import (
     EvaluationError,
     PolicyRef,
-    SampleInput,
+    QualityWriter,
     check_prompt,
     evaluate_sample,
-    is_done,
-    load_samples,
-    store_connection,
-    write_quality,
+    evaluated,
 )
-from transform.keep import apply_policy, cache_len, keep_sets
-from transform.policies import Policy, PolicyError, make, names
+from transform.policies import REGISTRY, Policy, PolicyError, make, names
+from transform.samples import Sample
+from transform.settings import cache_len
+from warehouse import catalog
 from warehouse.store import Store
 
-# Every registered policy; sink_recent_uniform with a small sink + recent so that share budgets of a few
-# hundred tokens still leave room for its uniform middle blocks (its defaults, 256 + 512, need 768).
-DEFAULT_POLICIES = (
-    "sink_recent",
-    {"name": "sink_recent_uniform", "sink_tokens": 32, "recent_tokens": 64, "block_n": 32},
-    "knorm",
-    "vnorm",
-    "h2o",
-    "snapkv",
-    "random",
-)
+# Every registered policy, each with the parameters its class gives the default sweep (Policy.sweep).
+DEFAULT_POLICIES = tuple(REGISTRY[name].sweep_spec() for name in names())
 
 
 @dataclass(frozen=True)
@@ -142,7 +133,7 @@ def policy_ref(policy: Policy) -> PolicyRef:
 @dataclass
 class Plan:
     run: RunInfo
-    samples: list[SampleInput]
+    samples: list[Sample]
     policies: list[Policy]
     settings: list[str]
     todo: dict[str, list[tuple[Policy, str]]] = field(default_factory=dict)  # sample_id -> pending (policy, setting)
@@ -168,9 +159,11 @@ def plan(
     """
     if max_new_tokens is not None and max_new_tokens < 1:
         raise EvaluationError(f"max_new_tokens must be >= 1 (or None for LongBench's per task), got {max_new_tokens}")
-    con = store_connection(store)
+    con = catalog.memory(store)
     try:
-        samples = load_samples(con, run.run_id, tasks, limit)
+        samples = selection.select(con, run.run_id, tasks, limit, with_tokens=True)
+    except selection.SelectionError as err:
+        raise EvaluationError(str(err)) from err
     finally:
         con.close()
     if max_new_tokens is not None:
@@ -187,9 +180,10 @@ def plan(
         shown = "\n  ".join(problems[:20]) + (f"\n  ... {len(problems) - 20} more" if len(problems) > 20 else "")
         raise EvaluationError(f"{len(problems)} (sample, policy, setting) cannot run, nothing written:\n  {shown}")
     out = Plan(run, samples, list(policies), list(settings))
+    done = set() if overwrite else evaluated(store, run.run_id)
     for s in samples:
         out.todo[s.sample_id] = [
-            (p, st) for p in policies for st in settings if overwrite or not is_done(store, s, p.policy_id, st)
+            (p, st) for p in policies for st in settings if (s.task, s.sample_id, p.policy_id, st) not in done
         ]
     return out
 
@@ -201,41 +195,53 @@ def check_prompts(loaded, lb: LongBench, p: Plan) -> None:
             check_prompt(loaded.tokenizer, lb, s, p.run.max_tokens)
 
 
-def materialize_keep(store: Store, p: Plan, overwrite: bool = False) -> int:
-    """Write the keep-sets the pending evaluations need (transform.keep); returns files written."""
-    written = 0
-    for policy in p.policies:
-        for setting in p.settings:
-            refs = [s for s in p.samples if (policy, setting) in p.todo[s.sample_id]]
-            if refs:
-                written += apply_policy(store, policy, setting, refs=refs, overwrite=overwrite).written
-    return written
+def materialize_keep(store: Store, p: Plan, overwrite: bool = False) -> keep.Ranked:
+    """Rank what the pending evaluations need: one SQL pass per ranking and setting over every such sample."""
+    refs = [s for s in p.samples if p.todo[s.sample_id]]
+    pending = {pol.policy_id: pol for s in refs for pol, _ in p.todo[s.sample_id]}
+    return keep.rank(store, list(pending.values()), p.settings, refs, overwrite)
+
+
+class KeepReader:
+    """Keep-sets from the catalog's `keep_sets` view for the live cache: one query per (sample, setting)."""
+
+    def __init__(self, store: Store):
+        self.con = catalog.memory(store)  # after the rankings are written: a view made earlier would not see them
+        self.cached: dict[tuple, dict[str, np.ndarray]] = {}
+
+    def __call__(self, sample: Sample, ref: PolicyRef, setting: str) -> np.ndarray:
+        return self.cached[(sample.sample_id, setting)][ref.policy_id]
+
+    def load(self, sample: Sample, policy_ids: Sequence[str], setting: str) -> None:
+        self.cached = {(sample.sample_id, setting): keep.keep_sets_of(self.con, sample, policy_ids, setting)}
+
+    def close(self) -> None:
+        self.con.close()
 
 
 @dataclass(frozen=True)
 class SampleOutcome:
     task: str
     sample_id: str
-    evaluated: int  # (policy, setting) rows written now
+    evaluated: int  # (policy, setting) rows computed now
     existing: int  # already done, skipped
     seconds: float
 
 
-def evaluate_one(store: Store, loaded, p: Plan, sample: SampleInput) -> SampleOutcome:
-    """Evaluate a sample's pending (policy, setting) pairs: one prefill per setting; rows written per pair."""
+def evaluate_one(store: Store, loaded, p: Plan, sample: Sample, reader: KeepReader, writer: QualityWriter):
+    """Evaluate a sample's pending (policy, setting) pairs: one prefill per setting; rows go to `writer`."""
     t0 = time.perf_counter()
     pending = p.todo.get(sample.sample_id, [])
     existing = len(p.policies) * len(p.settings) - len(pending)
-
-    def keep_for(s: SampleInput, ref: PolicyRef, setting: str) -> np.ndarray:
-        return keep_sets(store, s, ref.policy_id, setting)
-
-    written = 0
+    done = 0
     for setting in p.settings:
         pols = [policy_ref(pol) for pol, st in pending if st == setting]
         if pols:
-            written += write_quality(store, evaluate_sample(loaded, sample, pols, [setting], keep_for))
-    return SampleOutcome(sample.task, sample.sample_id, written, existing, time.perf_counter() - t0)
+            reader.load(sample, [x.policy_id for x in pols], setting)
+            rows = evaluate_sample(loaded, sample, pols, [setting], reader)
+            writer.add(rows)
+            done += rows.num_rows
+    return SampleOutcome(sample.task, sample.sample_id, done, existing, time.perf_counter() - t0)
 
 
 def load_model(run: RunInfo, device: str | None = None, attn: str | None = None):
@@ -258,7 +264,7 @@ def evaluate(
 ) -> tuple[Plan, list[SampleOutcome]]:
     """The whole evaluation in-process: the same steps the Prefect flow runs."""
     pols, settings = parse_policies(policies, budgets), parse_settings(setting)
-    con = store_connection(store)
+    con = catalog.memory(store)
     try:
         run = resolve_run(con, model, run_id)
     finally:
@@ -267,12 +273,18 @@ def evaluate(
     loaded = load_model(run, device)
     check_prompts(loaded, open_longbench(data_dir or run.data_dir), p)
     materialize_keep(store, p, overwrite)
-    return p, [evaluate_one(store, loaded, p, s) for s in p.samples]
+    reader, writer = KeepReader(store), QualityWriter(store, overwrite)
+    try:
+        outcomes = [evaluate_one(store, loaded, p, s, reader, writer) for s in p.samples]
+    finally:
+        writer.close()  # what was evaluated before an error is kept
+        reader.close()
+    return p, outcomes
 
 
 def summary_markdown(store: Store, p: Plan, outcomes: Sequence[SampleOutcome], db: str, seconds: float) -> str:
     """The flow's artifact: what was evaluated and the mean quality per policy and setting."""
-    con = store_connection(store)
+    con = catalog.memory(store)
     try:
         rows = con.execute(
             """

@@ -59,6 +59,22 @@ def view_files() -> list[Path]:
     return sorted(VIEWS_DIR.glob("*.sql"))
 
 
+def create_views(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """One view per table over the store's files, the macros, then the SQL views of views/."""
+    for table in TABLES.values():
+        con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {table_sql(store, table)}")
+    con.execute(MACROS)
+    for sql in view_files():
+        con.execute(sql.read_text())
+
+
+def memory(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory catalog over the store's current files (never a stale one): what transforms query."""
+    con = duckdb.connect()
+    create_views(con, store)
+    return con
+
+
 def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Path:
     """(Re)write the catalog file for everything currently in the store."""
     store = store or Store(config.data_root())
@@ -69,11 +85,7 @@ def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Pa
     try:
         con = duckdb.connect(str(tmp))
         try:
-            for table in TABLES.values():
-                con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {table_sql(store, table)}")
-            con.execute(MACROS)
-            for sql in view_files():
-                con.execute(sql.read_text())
+            create_views(con, store)
             con.execute("CHECKPOINT")
         finally:
             con.close()

@@ -209,25 +209,30 @@ POLICIES = Table(
         ("budget_unit", _STR),  # tokens | ratio
         ("per_head", pa.bool_()),  # does the keep-set differ per (layer, kv_head)?
         ("created_at", pa.timestamp("us", tz="UTC")),
+        ("ranking_id", _STR),  # the `rankings` this policy reads: every budget of a policy shares one
+        ("threshold", _STR),  # budget: keep the first k(budget, n) of the ranking | all: its fixed kept_count
+        ("forced_first", _I32),  # the first positions of the cache, kept before any ranked one (sink)
+        ("forced_last", _I32),  # the last positions of the cache, kept before any ranked one (recent, window)
     ),
     grain="one row per policy instance (name + parameters + budget)",
     key=("policy_id",),
     partitions=("policy_id",),
 )
 
-KEEP = Table(
-    "keep",
+RANKINGS = Table(
+    "rankings",
     _schema(
         *SAMPLE_KEY,
-        ("policy_id", _STR),
-        ("setting", _STR),  # question_aware (scores from the whole prompt) | question_agnostic (context only)
-        ("layer", _I16),
+        ("ranking_id", _STR),  # policies.ranking_id: a policy and the parameters that shape its ranking
+        ("setting", _STR),  # question_aware | question_agnostic: when the cache is evicted (transform/settings.py)
+        ("layer", _I16),  # NULL (with kv_head): one ranking shared by every layer and KV head
         ("kv_head", _I16),
-        ("position", _I32),
-        ("kept", pa.bool_()),
+        ("n", _I32),  # positions in the cache at eviction: 0 .. n-1 are ranked
+        ("positions", pa.list_(_I32)),  # those n positions, most worth keeping first (ties: the later one)
+        ("kept_count", _I32),  # a fixed keep-set (threshold all): its first kept_count; NULL: the budget decides
     ),
-    grain="one row per (run_id, task, sample_id, policy_id, setting, layer, kv_head, position)",
-    key=("run_id", "task", "sample_id", "policy_id", "setting", "layer", "kv_head", "position"),
+    grain="one row per (run_id, task, sample_id, ranking_id, setting, layer, kv_head); a budget is a threshold on it",
+    key=("run_id", "task", "sample_id", "ranking_id", "setting", "layer", "kv_head"),
     partitions=SAMPLE_PARTITIONS,
 )
 
@@ -353,7 +358,7 @@ DEMO_PREFIX = Table(
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        *(RUNS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, POLICIES, KEEP, QUALITY),
+        *(RUNS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, POLICIES, RANKINGS, QUALITY),
         *(DEMO_TOKENS, DEMO_PROJECTIONS, DEMO_ATTENTION, DEMO_DECODE, DEMO_PREFIX),
     )
 }

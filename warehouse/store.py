@@ -1,19 +1,24 @@
 """The Parquet store: Hive-partitioned paths derived from the data, atomic writes.
 
-A file's path is a pure function of its table, partition values and a name
-(usually the sample id), so a rerun overwrites instead of duplicating, and a
-killed run leaves either the old file or the new one, never half of one.
+A file's path is a pure function of its table, partition values and a name, so a rerun overwrites
+instead of duplicating, and a killed run leaves either the old file or the new one, never half of one.
+Per-sample tables name a file after its sample. Tables written many samples at a time (`rankings`,
+`quality`) use `write_batch`: one file per partition per write, named after a digest of the keys it
+holds, so the same rows always land under the same name; `drop_keys` rewrites files without some keys
+before they are written again, so no key is ever in two files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from warehouse.schemas import TABLES, Table
@@ -84,9 +89,17 @@ class Store:
     def glob(self, table: str) -> str:
         return str(self.root / table / "**" / "*.parquet")
 
-    def files(self, table: str) -> list[Path]:
+    def files(self, table: str, prefix: str | None = None, **parts: object) -> list[Path]:
+        """The table's files, pruned by the partition values given (any subset) and a file-name prefix."""
         base = self.root / table
-        return sorted(base.rglob("*.parquet")) if base.exists() else []
+        if not base.exists():
+            return []
+        pattern = [f"{p}={check_partition_value(p, parts[p])}" if p in parts else "*" for p in TABLES[table].partitions]
+        unknown = set(parts) - set(TABLES[table].partitions)
+        if unknown:
+            raise ValueError(f"{table}: {sorted(unknown)} are not partitions; partitions: {TABLES[table].partitions}")
+        name = f"{prefix}*.parquet" if prefix else "*.parquet"
+        return sorted(base.glob("/".join([*pattern, name])))
 
     def exists(self, table: str, name: str, **parts: object) -> bool:
         return self.path(table, name, **parts).exists()
@@ -111,16 +124,64 @@ class Store:
             parts[p] = values[0]
         path = self.path(table, name, **parts)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex}")  # not *.parquet: globs skip it
+        self._replace(path, data)  # temp names do not end in .parquet: globs skip them
+        return path
+
+    def read(self, table: str, name: str, **parts: object) -> pa.Table:
+        return pq.read_table(self.path(table, name, **parts))
+
+    def write_batch(
+        self, table: str, data: pa.Table, prefix: str, key: Iterable[str], rows_per_file: int, sort: Iterable[str] = ()
+    ) -> list[Path]:
+        """Write rows of many partitions: per partition, files of about `rows_per_file` rows (whole `key[0]`
+        groups, e.g. whole samples), each named `<prefix>.<digest of its keys>`; atomic per file."""
+        spec, key = TABLES[table], list(key)
+        data = conform(spec, data)
+        order = [(c, "ascending") for c in [*spec.partitions, *key, *sort]]
+        data = data.sort_by(order)
+        out = []
+        for part in _partition_groups(data, spec.partitions):
+            for chunk in _chunks(part, key[0], max(1, rows_per_file)):
+                digest = hashlib.sha256()
+                for row in chunk.select(key).to_pylist():
+                    digest.update(repr(tuple(row.values())).encode())
+                out.append(self.write(table, chunk, f"{prefix}.{digest.hexdigest()[:16]}"))
+        return out
+
+    def keys(self, files: list[Path], columns: list[str]) -> set[tuple]:
+        """The distinct values of `columns` held by these files (reads only those columns)."""
+        found: set[tuple] = set()
+        for f in files:
+            t = pq.read_table(f, columns=columns).group_by(columns).aggregate([])
+            found.update(zip(*(t[c].to_pylist() for c in columns), strict=True))
+        return found
+
+    def drop_keys(self, files: list[Path], columns: list[str], keys: Iterable[tuple]) -> int:
+        """Rewrite each file without the rows whose `columns` values are one of `keys` (delete it when nothing
+        is left); returns the rows dropped. A crash in between leaves those keys missing, never twice."""
+        wanted = pa.array(sorted({_SEP.join(map(str, k)) for k in keys}), pa.string())
+        dropped = 0
+        for f in files:
+            t = pq.read_table(f)
+            hit = pc.is_in(_joined(t, columns), value_set=wanted)
+            n = pc.sum(hit).as_py() or 0
+            if not n:
+                continue
+            rest = t.filter(pc.invert(hit))
+            if rest.num_rows:
+                self._replace(f, rest)
+            else:
+                f.unlink(missing_ok=True)
+            dropped += n
+        return dropped
+
+    def _replace(self, path: Path, data: pa.Table) -> None:
+        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex}")
         try:
             pq.write_table(data, tmp, **_encodings(data.schema))
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        return path
-
-    def read(self, table: str, name: str, **parts: object) -> pa.Table:
-        return pq.read_table(self.path(table, name, **parts))
 
     def clean_tmp(self) -> int:
         """Delete temp files left by a killed writer; returns how many."""
@@ -133,3 +194,36 @@ class Store:
     def _tmp_files(self) -> Iterator[Path]:
         if self.root.exists():
             yield from self.root.rglob(f"{TMP_PREFIX}*")
+
+
+_SEP = "\x1f"
+
+
+def _joined(t: pa.Table, columns: list[str]) -> pa.Array:
+    """One string per row: the key columns joined (to test rows against a set of key tuples)."""
+    parts = [pc.cast(t[c], pa.string()) for c in columns]
+    return pc.binary_join_element_wise(*parts, _SEP) if len(parts) > 1 else parts[0].combine_chunks()
+
+
+def _partition_groups(data: pa.Table, partitions: tuple[str, ...]) -> Iterator[pa.Table]:
+    """Contiguous runs of equal partition values (the table is sorted by them)."""
+    if not data.num_rows:
+        return
+    cols = [data[p].to_pylist() for p in partitions]
+    start = 0
+    for i in range(1, data.num_rows + 1):
+        if i == data.num_rows or any(c[i] != c[start] for c in cols):
+            yield data.slice(start, i - start)
+            start = i
+
+
+def _chunks(data: pa.Table, column: str, rows: int) -> Iterator[pa.Table]:
+    """Slices of about `rows` rows that never split a run of equal `column` values."""
+    values = data[column].to_pylist()
+    start = 0
+    while start < len(values):
+        end = min(start + rows, len(values))
+        while end < len(values) and values[end] == values[end - 1]:
+            end += 1
+        yield data.slice(start, end - start)
+        start = end

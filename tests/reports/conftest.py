@@ -1,5 +1,5 @@
 """A warehouse every report can draw: the real 3-sample extraction (small_warehouse), two hostile token
-texts, small literal keep / policies / quality tables (reports 12, 13) and a real demo run (14, 15)."""
+texts, small literal rankings / policies / quality tables (reports 12, 13) and a real demo run (14, 15)."""
 
 from __future__ import annotations
 
@@ -42,20 +42,18 @@ def per_head_kept(n: int, layers: int, heads: int) -> np.ndarray:
     return (P < 4) | ((P + L + 2 * H) % 4 == 0)
 
 
-def keep_table(ref: dict, policy_id: str, setting: str, kept: np.ndarray) -> pa.Table:
+def ranking_table(ref: dict, ranking_id: str, setting: str, kept: np.ndarray, shared: bool) -> pa.Table:
+    """A fixed keep-set as the `rankings` table holds it: kept positions first, then the rest, kept_count."""
     L, H, n = kept.shape
-    rows = L * H * n
-    return pa.table(
-        {
-            **{k: [ref[k]] * rows for k in ("run_id", "model", "task", "sample_id")},
-            "policy_id": [policy_id] * rows,
-            "setting": [setting] * rows,
-            "layer": np.repeat(np.arange(L, dtype=np.int16), H * n),
-            "kv_head": np.tile(np.repeat(np.arange(H, dtype=np.int16), n), L),
-            "position": np.tile(np.arange(n, dtype=np.int32), L * H),
-            "kept": kept.reshape(-1),
-        }
-    )
+    heads = [(None, None)] if shared else [(layer, head) for layer in range(L) for head in range(H)]
+    rows = []
+    for layer, head in heads:
+        mask = kept[layer or 0, head or 0]
+        order = np.concatenate([np.flatnonzero(mask), np.flatnonzero(~mask)]).tolist()
+        rows.append({**{k: ref[k] for k in ("run_id", "model", "task", "sample_id")}, "ranking_id": ranking_id,
+                     "setting": setting, "layer": layer, "kv_head": head, "n": n, "positions": order,
+                     "kept_count": int(mask.sum())})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=TABLES["rankings"].schema)
 
 
 def quality_rows(ref: dict, i: int) -> list[dict]:
@@ -96,15 +94,18 @@ def write_eviction_tables(store: Store, refs: list[dict], layers: int = 30, head
     """Literal policies, keep-sets (two policies, both settings) and quality rows for every sample."""
     for pid, name, params, budget, unit, per_head in POLICIES:
         row = dict(policy_id=pid, name=name, params=json.dumps(params), budget=budget, budget_unit=unit,
-                   per_head=per_head, created_at=NOW)  # fmt: skip
+                   per_head=per_head, created_at=NOW, ranking_id=f"rk-{pid}", threshold="all", forced_first=0,
+                   forced_last=0)  # fmt: skip
         store.write("policies", pa.Table.from_pylist([row], schema=TABLES["policies"].schema), pid)
     for i, ref in enumerate(refs):
         n = ref["n_tokens"]
         for setting in ("question_aware", "question_agnostic"):
-            store.write("keep", keep_table(ref, KEEP_POLICIES[0], setting, sink_recent_kept(n, 4, 64, layers, heads)),
-                        f"{ref['sample_id']}.{KEEP_POLICIES[0]}.{setting}")  # fmt: skip
-            store.write("keep", keep_table(ref, KEEP_POLICIES[1], setting, per_head_kept(n, layers, heads)),
-                        f"{ref['sample_id']}.{KEEP_POLICIES[1]}.{setting}")  # fmt: skip
+            for pid, kept, shared in (
+                (KEEP_POLICIES[0], sink_recent_kept(n, 4, 64, layers, heads), True),
+                (KEEP_POLICIES[1], per_head_kept(n, layers, heads), False),
+            ):
+                store.write("rankings", ranking_table(ref, f"rk-{pid}", setting, kept, shared),
+                            f"rk-{pid}.{setting}.{ref['sample_id']}")  # fmt: skip
         table = pa.Table.from_pylist(quality_rows(ref, i), schema=TABLES["quality"].schema)
         store.write("quality", table, ref["sample_id"])
 

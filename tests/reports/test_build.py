@@ -79,7 +79,7 @@ def test_empty_tables_get_a_no_data_page_naming_them(small_warehouse, tmp_path):
     built = build.build_all(small_warehouse["db"], tmp_path, only=only)
     assert [b.status for b in built] == ["no data"] * 4
     evict = (tmp_path / "eviction_patterns.html").read_text()
-    assert "No data yet" in evict and "<code>keep</code>" in evict and "kvw keep" in evict
+    assert "No data yet" in evict and "<code>rankings</code>" in evict and "kvw keep" in evict
     assert "evaluate/longbench" in (tmp_path / "strategy_comparison.html").read_text()
     assert "<code>demo_decode</code>" in (tmp_path / "kv_caching.html").read_text()
     assert (tmp_path / "index.html").read_text().count("no data") == 4
@@ -100,7 +100,7 @@ def test_runs_are_chosen_by_sample_count_unless_named(report_warehouse):
     con = duckdb.connect(str(report_warehouse["db"]), read_only=True)
     run = report_warehouse["run_id"]
     assert build.default_run(con) == run
-    assert build.choose_run(con, "keep", "no-such-run") == run  # falls back to a run the table has
+    assert build.choose_run(con, "rankings", "no-such-run") == run  # falls back to a run the table has
     assert build.choose_run(con, "demo_decode", None) == report_warehouse["demo"].run_id
     assert build.choose_run(con, "policies", run) is None  # a table without runs
 

@@ -1,4 +1,5 @@
-"""Keep-sets in the warehouse, on a real extraction (default model, 3 LongBench samples at 512 tokens)."""
+"""Keep-sets in the warehouse, on a real extraction (default model, 3 LongBench samples at 512 tokens):
+rankings written by one SQL pass per ranking and setting, budgets thresholded by the catalog's views."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from flows.cli import main as kvw
-from transform.keep import SETTINGS, apply_policy, find_samples, keep_sets, load_stats
+from transform.keep import SETTINGS, apply_policy, find_samples, keep_sets, load_stats, rank
 from transform.policies import PolicyError, make, names
 from warehouse import catalog
 from warehouse.store import Store
@@ -46,20 +47,37 @@ def test_sql_keep_sets_in_the_warehouse_equal_the_reference_on_real_samples(ware
     assert [r.task for r in refs] == ["multifieldqa_zh", "qasper", "trec"]
     policies = instances()
     assert {p.name for p in policies} == set(names())
+    done = rank(store, policies, SETTINGS, refs)
+    rankings = {p.ranking_id: p for p in policies}
+    setting_free = sum(getattr(p, "setting_free", False) for p in rankings.values())
+    assert done.rankings == len(rankings) and done.samples == len(rankings) * 2 * 3
+    assert done.statements == 2 * len(rankings) - setting_free, "one pass per ranking and setting, one if setting-free"
+    assert len(store.files("rankings")) == len(rankings) * 2 * 3, "one file per (task, ranking, setting)"
     for setting in SETTINGS:
         for policy in policies:
-            assert apply_policy(store, policy, setting, refs=refs).written == len(refs)
             for ref in refs:
                 got = keep_sets(store, ref, policy, setting)
                 want = policy.keep_token_idx(load_stats(store, ref, setting))
                 assert got.shape == want.shape and (got == want).all(), (policy.label(), setting, ref.task)
+    # a new budget of a ranked policy is a threshold: nothing is ranked again
+    more = [
+        make("snapkv", budget=0.3, sink_tokens=2),
+        make("knorm", budget=48),
+        make("sink_recent", budget=77, sink_tokens=4),
+    ]
+    again = rank(store, more, SETTINGS, refs)
+    assert (again.statements, again.samples, again.existing) == (0, 0, 3 * 2 * 3)
+    for policy in more:
+        for ref in refs:
+            got = keep_sets(store, ref, policy, "question_agnostic")
+            assert (got == policy.keep_token_idx(load_stats(store, ref, "question_agnostic"))).all(), policy.label()
 
 
 def test_apply_writes_one_row_per_position_and_registers_the_policy(warehouse):
     store, db, run_id = warehouse
     policy = make("snapkv", budget=0.25)
     done = apply_policy(store, policy, "question_agnostic", run_id=run_id)
-    assert (done.written, done.existing, done.samples) == (3, 0, 3)
+    assert (done.ranked, done.existing, done.samples) == (3, 0, 3)
     catalog.build(store, db)
     con = catalog.connect(db)
     rows = con.execute(
@@ -78,21 +96,30 @@ def test_apply_writes_one_row_per_position_and_registers_the_policy(warehouse):
         assert heads == 30 * 3 and n_rows == heads * n_tokens, task
         assert kept_per_head == max(1, int(np.floor(0.25 * context_end + 0.5))), task
         assert tail_kept in (True, None), "the question, fed after eviction, is in the final cache"
-    (name, params, budget, unit, per_head) = con.execute(
-        "SELECT name, params, budget, budget_unit, per_head FROM policies WHERE policy_id = ?", [policy.policy_id]
+    (name, params, budget, unit, per_head, ranking_id, threshold, first, last) = con.execute(
+        "SELECT name, params, budget, budget_unit, per_head, ranking_id, threshold, forced_first, forced_last "
+        "FROM policies WHERE policy_id = ?",
+        [policy.policy_id],
     ).fetchone()
     assert (name, budget, unit, per_head) == ("snapkv", 0.25, "ratio", True)
+    assert (ranking_id, threshold, first, last) == (policy.ranking_id, "budget", 0, 32)
     assert json.loads(params) == policy.params()
     mass = con.execute(
         "SELECT min(attn_mass_kept), max(attn_mass_kept), avg(kept_share) FROM keep_mass WHERE policy = 'snapkv'"
     ).fetchone()
     assert 0 < mass[0] <= mass[1] <= 1 and 0.25 < mass[2] < 1
+    n_rows = con.execute("SELECT count(*) FROM rankings").fetchone()[0]
     con.close()
+    assert n_rows == 3 * 30 * 3
 
     again = apply_policy(store, policy, "question_agnostic", run_id=run_id)
-    assert (again.written, again.existing) == (0, 3)
-    assert apply_policy(store, policy, "question_agnostic", run_id=run_id, overwrite=True).written == 3
-    assert len(store.files("keep")) == 3 and len(store.files("policies")) == 1
+    assert (again.ranked, again.existing) == (0, 3)
+    files = store.files("rankings")
+    assert apply_policy(store, policy, "question_agnostic", run_id=run_id, overwrite=True).ranked == 3
+    assert store.files("rankings") == files and len(store.files("policies")) == 1
+    con = catalog.connect(catalog.build(store, db))
+    assert con.execute("SELECT count(*) FROM rankings").fetchone()[0] == n_rows, "overwrite never duplicates"
+    con.close()
 
 
 def test_attention_policies_keep_more_attention_than_random(warehouse):
@@ -121,13 +148,13 @@ def test_bad_input_is_named_and_writes_nothing(warehouse, kwargs, message):
     kwargs.setdefault("run_id", run_id)
     with pytest.raises(PolicyError, match=message):
         apply_policy(store, **kwargs)
-    assert store.files("keep") == [] and store.files("policies") == []
+    assert store.files("rankings") == [] and store.files("policies") == []
 
 
 def test_keep_sets_of_a_policy_never_applied_is_an_error(warehouse):
     store, _, run_id = warehouse
     ref = find_samples(store, run_id)[0]
-    with pytest.raises(PolicyError, match="no keep-set for .* apply the policy first"):
+    with pytest.raises(PolicyError, match="no keep-set for .* rank the policy first"):
         keep_sets(store, ref, make("knorm", budget=8))
 
 
@@ -138,7 +165,7 @@ def test_cli_keep_and_policies(warehouse, capsys):
     args = ["--data", str(store.root), "--db", str(db), "--run-id", run_id]
     assert kvw(["keep", "knorm", "--budget", "32", "--budget", "0.5", "--param", "per_head=false", *args]) == 0
     out = capsys.readouterr().out
-    assert "knorm(per_head=False, budget=32) " in out and "3 written" in out
+    assert "knorm(per_head=False, budget=32) " in out and "3 (sample, setting) ranked in 1 SQL pass(es)" in out
     con = catalog.connect(db)
     assert con.execute("SELECT count(DISTINCT policy_id), count(*) FROM keep_summary").fetchone() == (2, 6)
     con.close()

@@ -1,9 +1,11 @@
 """Property test: every policy's SQL transform keeps exactly what its Python reference keeps.
 
 1,200 random cases (policy, parameters, budget, setting, 1-3 samples of random length and
-shape) run through DuckDB and through the reference; each sample's keep-set must be identical
-for every layer, head and position. Statistics are drawn coarse on purpose, so ties are common
-and the tie-break is tested too.
+shape) run through DuckDB: the ranking statement, then the catalog's own `keep` view
+(warehouse/views/keep.sql) thresholding it, for the drawn budget and for other budgets that share
+the ranking (a budget sweep ranks once). Each sample's keep-set must equal the reference for every
+layer, head and position. Statistics are drawn coarse on purpose, so ties are common and the
+tie-break is tested too.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transform.keep import SETTINGS, run_policy_sql
+from transform.keep import SETTINGS, policy_rows, ranking_statements, run_ranking_sql
 from transform.policies import PolicyError, Stats, make, names
+from warehouse.catalog import VIEWS_DIR
 
 CASES = 1200
 
@@ -83,6 +86,35 @@ def as_stats(cols: dict, n_tokens: int, L: int, H: int, n: int, setting: str) ->
     return Stats(grid("key_norm"), grid("value_norm"), np.asarray(a, np.float64).reshape(L, H, n_tokens)[..., :n])
 
 
+def keep_rows(con, policies, setting: str, samples) -> pa.Table:
+    """The catalog's `keep` view over rankings computed for these policies (one ranking per ranking_id)."""
+    rankings = {p.ranking_id: run_ranking_sql(con, p, [setting]) for p in policies}
+    grid = pa.concat_tables(
+        [pa.table(c).select(["run_id", "task", "sample_id", "layer", "kv_head"]) for _, c in samples]
+    )
+    con.register("rankings", pa.concat_tables(rankings.values()))
+    con.register("policies", policy_rows(policies))
+    con.register("samples", pa.Table.from_pylist([s for s, _ in samples]))
+    con.register("layer_stats", grid.group_by(grid.column_names).aggregate([]))
+    con.execute((VIEWS_DIR / "keep.sql").read_text())
+    return con.sql("SELECT * FROM keep").to_arrow_table()
+
+
+def siblings(policy, rng: np.random.Generator, n_min: int) -> list:
+    """Other budgets of the same policy that share its ranking (a sweep ranks once)."""
+    if policy.threshold != "budget":
+        return []
+    out = []
+    for b in (int(rng.integers(1, n_min + 1)), float(rng.choice([0.1, 0.3, 0.6, 0.9]))):
+        try:
+            other = make(policy.name, **{**policy.params(), "budget": b})
+        except PolicyError:
+            continue
+        assert other.ranking_id == policy.ranking_id
+        out.append(other)
+    return out
+
+
 def draw_case(rng: np.random.Generator):
     """A policy and 1-3 samples it can run on, or None (out-of-range parameters: redraw)."""
     name = str(rng.choice(names()))
@@ -108,38 +140,52 @@ def draw_case(rng: np.random.Generator):
 def test_sql_and_reference_keep_the_same_tokens():
     rng = np.random.default_rng(20261127)
     con = duckdb.connect()
-    done, per_policy = 0, {}
+    done, per_policy, shared = 0, {}, 0
     while done < CASES:
         case = draw_case(rng)
         if case is None:
             continue
         policy, setting, L, H, samples = case
-        src_samples = pa.Table.from_pylist([s for s, _ in samples])
-        src_stats = pa.concat_tables([pa.table(c) for _, c in samples])
-        con.register("src_samples", src_samples)
-        con.register("src_stats", src_stats)
-        rows = run_policy_sql(con, policy, setting)
-        assert set(rows["policy_id"].to_pylist()) == {policy.policy_id}
-        for sample, cols in samples:
-            n_tokens = sample["n_tokens"]
-            n = sample["context_end"] if setting == "question_agnostic" else n_tokens
-            expected = policy.keep_mask(as_stats(cols, n_tokens, L, H, n, setting))
-            one = rows.filter(pa.compute.equal(rows["sample_id"], sample["sample_id"]))
-            assert one.num_rows == L * H * n_tokens, "one keep row per (layer, head, position)"
-            got = np.zeros((L, H, n_tokens), dtype=bool)
-            got[one["layer"].to_numpy(), one["kv_head"].to_numpy(), one["position"].to_numpy()] = one["kept"].to_numpy(
-                zero_copy_only=False
-            )
-            diff = np.argwhere(got[..., :n] != expected)
-            assert not diff.size, (
-                f"case {done}: {policy.label()} {setting} n={n} L={L} H={H}: "
-                f"SQL and reference differ at (layer, head, position) {diff[:5].tolist()}"
-            )
-            assert got[..., n:].all(), "positions fed after eviction are recorded as kept"
+        con.register("src_samples", pa.Table.from_pylist([s for s, _ in samples]))
+        con.register("src_stats", pa.concat_tables([pa.table(c) for _, c in samples]))
+        cut_column = "context_end" if setting == "question_agnostic" else "n_tokens"
+        cut = lambda s, c=cut_column: s[c]  # noqa: E731
+        fits = []
+        for other in [policy, *siblings(policy, rng, min(cut(s) for s, _ in samples))]:
+            try:
+                for s, _ in samples:
+                    other.check(cut(s))
+                fits.append(other)
+            except PolicyError:
+                continue
+        fits = list({p.policy_id: p for p in fits}.values())
+        rows = keep_rows(con, fits, setting, samples)
+        shared += len(fits) - 1
+        for p in fits:
+            for sample, cols in samples:
+                n_tokens, n = sample["n_tokens"], cut(sample)
+                expected = p.keep_mask(as_stats(cols, n_tokens, L, H, n, setting))
+                one = rows.filter(
+                    pa.compute.and_(
+                        pa.compute.equal(rows["sample_id"], sample["sample_id"]),
+                        pa.compute.equal(rows["policy_id"], p.policy_id),
+                    )
+                )
+                assert one.num_rows == L * H * n_tokens, "one keep row per (layer, head, position)"
+                got = np.zeros((L, H, n_tokens), dtype=bool)
+                got[one["layer"].to_numpy(), one["kv_head"].to_numpy(), one["position"].to_numpy()] = one[
+                    "kept"
+                ].to_numpy(zero_copy_only=False)
+                diff = np.argwhere(got[..., :n] != expected)
+                assert not diff.size, (
+                    f"case {done}: {p.label()} {setting} n={n} L={L} H={H}: "
+                    f"SQL and reference differ at (layer, head, position) {diff[:5].tolist()}"
+                )
+                assert got[..., n:].all(), "positions fed after eviction are recorded as kept"
         per_policy[policy.name] = per_policy.get(policy.name, 0) + 1
         done += 1
-    assert done >= 1000
     assert set(per_policy) == set(names()) and min(per_policy.values()) >= 100, per_policy
+    assert shared >= 500, "budgets sharing one ranking were checked too"
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
@@ -153,14 +199,28 @@ def test_the_sql_binds_parameters_and_never_pastes_them(setting):
     }
     for name in names():
         a, b = variants.get(name, [dict(budget=64), dict(budget=0.5, sink_tokens=1, recent_tokens=2)])
-        assert make(name, **a).sql() == make(name, **b).sql(), name
+        assert make(name, **a).ranking_sql() == make(name, **b).ranking_sql(), name
     p = make("random", budget=3, seed=987654)
-    assert "987654" not in p.sql()
+    assert all("987654" not in sql for sql, _, _ in ranking_statements(p, SETTINGS))
     rng = np.random.default_rng(0)
     sample, cols = random_sample(rng, 0, 1, 1, 10)
+    sample["context_end"] = 10
     con = duckdb.connect()
-    con.register("src_samples", pa.Table.from_pylist([{**sample, "context_end": 10}]))
+    con.register("src_samples", pa.Table.from_pylist([sample]))
     con.register("src_stats", pa.table(cols))
-    assert run_policy_sql(con, p, setting)["kept"].to_numpy(zero_copy_only=False).sum() == 3
+    rows = keep_rows(con, [p], setting, [(sample, cols)])
+    assert rows["kept"].to_numpy(zero_copy_only=False).sum() == 3
     with pytest.raises(PolicyError, match="unknown setting"):
-        run_policy_sql(con, p, "question_aware'; DROP TABLE cand; --")
+        run_ranking_sql(con, p, ["question_aware'; DROP TABLE cand; --"])
+
+
+def test_one_ranking_serves_every_budget_and_sink():
+    """A score policy's ranking leaves out the budget and the forced positions; a fixed set does not."""
+    a, b = make("snapkv", budget=0.1), make("snapkv", budget=512, sink_tokens=4)
+    assert a.ranking_id == b.ranking_id and a.policy_id != b.policy_id
+    assert make("snapkv", budget=0.1, kernel_size=5).ranking_id != a.ranking_id
+    assert make("h2o", budget=0.1, recent_tokens=0).ranking_id == make("h2o", budget=0.5).ranking_id
+    assert make("sink_recent", budget=0.1).ranking_id == make("sink_recent", budget=0.5, recent_tokens=3).ranking_id
+    assert make("sink_recent").ranking_id != make("sink_recent", recent_tokens=3).ranking_id  # fixed sets
+    u1, u2 = make("sink_recent_uniform", budget=0.5), make("sink_recent_uniform", budget=0.6)
+    assert u1.threshold == "all" and u1.ranking_id != u2.ranking_id

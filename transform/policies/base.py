@@ -1,16 +1,17 @@
-"""What every eviction policy shares: validated parameters, budgets, and the one selection step.
+"""What every eviction policy shares: validated parameters, budgets, rankings, and the one selection step.
 
-A policy exists twice: `keep_mask(stats)`, a small numpy reference over one
-sample, and `sql()`, a DuckDB SELECT over the `cand` table (one row per layer,
-KV head and position of the cache at eviction time, see
-transform/sql/keep_candidates.sql) that yields a `kept` flag per row. Both must
-give identical keep-sets (tests/transform/test_policy_sql.py). Parameters reach
-SQL only as bound `$name` parameters.
+A policy exists twice: `keep_mask(stats)`, a small numpy reference over one sample, and a SQL transform
+that ranks the positions of every selected sample in one DuckDB statement (`transform/rank.py`). A
+budget is a threshold on that ranking, never a rerun: the stored ranking lists a cache's positions from
+most to least worth keeping, the view `keep_sets` puts the forced positions first (the first
+`forced_first()` and the last `forced_last()` of the cache) and keeps the first k (warehouse/views/keep.sql).
+Both paths must give identical keep-sets (tests/transform/test_policy_sql.py). Parameters reach SQL only
+as bound `$name` parameters.
 
-Score policies only say how to score a position (higher = keep); the shared
-top-k step (`top_k` here, transform/sql/keep_topk_*.sql there) keeps the forced
-positions (first `sink_tokens`, last `recent_tokens`), then the best scores,
-ties going to the later position.
+Score policies only say how to score a position (higher = keep; ties to the later position); the shared
+ranking step is transform/sql/rank_*.sql. `ranking_params()` are the parameters that shape the ranking:
+every budget and every sink/recent choice of a score policy shares one ranking. Position policies say
+which positions they keep as SQL over the cache length `n` (and the budget `k`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ _CHECKS = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "bool": lambda v: isinstance(v, bool),
     "str": lambda v: isinstance(v, str),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "float | None": lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
 }
 
@@ -77,6 +79,7 @@ class Policy:
     name: ClassVar[str] = ""
     per_head: ClassVar[bool] = False  # score policies turn this into a parameter
     needs: ClassVar[tuple[str, ...]] = ()  # statistics read: key_norm, value_norm, attn
+    sweep: ClassVar[dict[str, object]] = {}  # parameters the default evaluate sweep gives it (see sweep_spec)
     budget: float | None = None
 
     def __post_init__(self):
@@ -86,6 +89,10 @@ class Policy:
                 raise PolicyError(f"{self.name}: parameter {f.name} must be {f.type}, got {value!r}")
             if f.type == "int" and value < 0:
                 raise PolicyError(f"{self.name}: parameter {f.name} must be >= 0, got {value}")
+            if f.type == "float" and not math.isfinite(value):
+                raise PolicyError(f"{self.name}: parameter {f.name} must be a finite number, got {value}")
+            if f.type == "float":
+                object.__setattr__(self, f.name, float(value))
         b = self.budget
         if b is not None:
             if not math.isfinite(b) or b <= 0:
@@ -119,8 +126,38 @@ class Policy:
 
     @property
     def policy_id(self) -> str:
-        spec = json.dumps({"name": self.name, "params": self.params()}, sort_keys=True)
-        return hashlib.sha256(spec.encode()).hexdigest()[:12]
+        return _digest({"name": self.name, "params": self.params()})
+
+    @classmethod
+    def sweep_spec(cls) -> dict[str, object]:
+        """The policy as the default evaluate sweep runs it: its name and `sweep` parameters."""
+        return {"name": cls.name, **cls.sweep}
+
+    # -- the stored ranking ---------------------------------------------------------------------------------
+
+    @property
+    def threshold(self) -> str:
+        """`budget`: the keep-set is the first k of a ranking shared by every budget; `all`: a fixed set,
+        the ranking of this instance alone (kept positions first)."""
+        return "budget"
+
+    def ranking_params(self) -> dict[str, object]:
+        """The parameters that shape the ranking (a budget only thresholds it)."""
+        if self.threshold == "all":
+            return self.params()
+        return {k: v for k, v in self.params().items() if k not in ("budget", "sink_tokens", "recent_tokens")}
+
+    @property
+    def ranking_id(self) -> str:
+        return _digest({"name": self.name, "ranking": self.ranking_params()})
+
+    def forced_first(self) -> int:
+        """The first positions of the cache, kept before any ranked one."""
+        return 0
+
+    def forced_last(self) -> int:
+        """The last positions of the cache, kept before any ranked one."""
+        return 0
 
     def label(self) -> str:
         shown = {k: v for k, v in self.params().items() if v != type(self).parameters()[k] or k == "budget"}
@@ -138,7 +175,7 @@ class Policy:
 
     def forced(self) -> int:
         """Positions the policy keeps whatever their score (they must fit in the budget)."""
-        return 0
+        return self.forced_first() + self.forced_last()
 
     def check(self, n: int) -> None:
         """Raise PolicyError if the policy cannot run on an n-token cache."""
@@ -165,22 +202,33 @@ class Policy:
             raise AssertionError(f"{self.label()}: heads keep different numbers of tokens")
         return np.nonzero(mask)[2].reshape(L, H, int(counts.flat[0])).astype(np.int64)
 
-    def sql(self) -> str:
-        """SELECT over `cand` -> run_id, model, task, sample_id, layer, kv_head, position, kept."""
+    def ranking_sql(self) -> str:
+        """SELECT -> run_id, model, task, sample_id, layer, kv_head (NULL: shared by every layer and head), n,
+        positions (the cache's positions, most worth keeping first). Reads the temp table `cand`."""
         raise NotImplementedError
 
     def sql_params(self) -> dict[str, object]:
-        """Values bound to the `$name` parameters of `sql()`."""
+        """Values bound to the `$name` parameters of `ranking_sql()`."""
         return {}
 
 
 @dataclass(frozen=True)
 class PositionPolicy(Policy):
-    """A keep-set that depends only on positions: the same for every layer and head."""
+    """A keep-set that depends only on positions: the same for every layer and head.
+
+    `positions_sql` is an expression over `n` (cache length) and `k` (the budget in tokens, NULL without one)
+    giving the ranked list of positions; with threshold `all` it lists the kept positions first (ascending),
+    then the evicted ones, and the ranking row records how many are kept.
+    """
+
+    positions_sql: ClassVar[str] = ""  # SELECT *, <list> AS positions, <count or NULL> AS kept_count FROM samples_n
 
     def positions(self, n: int) -> np.ndarray:
         """Sorted, unique kept positions of an n-token cache."""
         raise NotImplementedError
+
+    def ranking_sql(self) -> str:
+        return read_sql("rank_positions").replace("{positions_sql}", self.positions_sql.strip())
 
     def keep_mask(self, stats: Stats) -> np.ndarray:
         L, H, n = stats.shape
@@ -210,8 +258,11 @@ class ScorePolicy(Policy):
         """The last positions always kept."""
         return self.recent_tokens
 
-    def forced(self) -> int:
-        return self.sink_tokens + self.recent()
+    def forced_first(self) -> int:
+        return self.sink_tokens
+
+    def forced_last(self) -> int:
+        return self.recent()
 
     def validate(self) -> None:
         if self.budget is not None and self.budget >= 1 and self.forced() > self.budget:
@@ -226,14 +277,21 @@ class ScorePolicy(Policy):
         self.check(stats.n)
         return top_k(self.score(stats), self.tokens(stats.n), self.sink_tokens, self.recent(), self.per_head)
 
-    def sql(self) -> str:
-        return "WITH scored AS (\n" + self.score_sql.strip() + "\n),\n" + read_sql("keep_topk_" + self._mode())
+    @property
+    def setting_free(self) -> bool:
+        """Scores that are the same whenever the cache is evicted (no observed attention, no dependence on the
+        cache length): one ranking of the whole prompt serves both settings (restricted to the cache)."""
+        return "attn" not in self.needs and not self.length_dependent
 
-    def _mode(self) -> str:
-        return "per_head" if self.per_head else "shared"
+    length_dependent: ClassVar[bool] = False  # does a position's score depend on the cache length n?
 
-    def sql_params(self) -> dict[str, object]:
-        return {"sink": self.sink_tokens, "recent": self.recent()}
+    def ranking_sql(self) -> str:
+        mode = "per_head" if self.per_head else "shared"
+        return "WITH scored AS (\n" + self.score_sql.strip() + "\n),\n" + read_sql("rank_" + mode)
+
+
+def _digest(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def top_k(score: np.ndarray, k: int, sink: int, recent: int, per_head: bool) -> np.ndarray:

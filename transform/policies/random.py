@@ -64,4 +64,4 @@ class Random(ScorePolicy):
         return position_hash(pos, self.seed, layer, head).astype(np.float64)
 
     def sql_params(self) -> dict[str, object]:
-        return {**super().sql_params(), "seed": self.seed, "per_head": self.per_head}
+        return {"seed": self.seed, "per_head": self.per_head}

@@ -1,4 +1,9 @@
-"""Sink + recent (StreamingLLM, the brief's strategy 1): keep the first and the last tokens, drop the middle."""
+"""Sink + recent (StreamingLLM, the brief's strategy 1): keep the first and the last tokens, drop the middle.
+
+It fits the ranking mould: rank(p) = p for p < sink, then sink + (n - 1 - p), i.e. the sink in order, then the
+most recent first. Budget k keeps the first k of that ranking: min(k, sink) sink tokens and the rest recent,
+so every budget shares one ranking. Without a budget it keeps the fixed set sink_tokens + recent_tokens.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,10 @@ from transform.simple_evict import SimpleEvictConfig, build_simple_keep_token_id
 
 SQL = """
 SELECT
-    run_id, model, task, sample_id, layer, kv_head, position,
-    n <= sink + recent OR position < sink OR position >= n - recent AS kept
-FROM (
-    SELECT *, least(coalesce(k, $sink), $sink) AS sink, coalesce(k - least(k, $sink), $recent) AS recent
-    FROM cand
-)
+    run_id, model, task, sample_id, n,
+    list_concat(range(0, least($sink, n)), range(n - 1, least($sink, n) - 1, -1)) AS positions,
+    CASE WHEN k IS NULL THEN least(n, $sink + $recent) END AS kept_count
+FROM cand_samples
 """
 
 
@@ -26,6 +29,7 @@ class SinkRecent(PositionPolicy):
     """With a budget of k tokens, keeps min(k, sink_tokens) sink tokens and the rest recent (recent_tokens ignored)."""
 
     name = "sink_recent"
+    positions_sql = SQL
     sink_tokens: int = 256
     recent_tokens: int = 512
 
@@ -47,8 +51,14 @@ class SinkRecent(PositionPolicy):
         self.check(n)
         return build_simple_keep_token_idx(total_len=n, cfg=self.config(n)).numpy()
 
-    def sql(self) -> str:
-        return SQL
+    @property
+    def threshold(self) -> str:
+        return "budget" if self.budget is not None else "all"
+
+    def ranking_params(self) -> dict[str, object]:
+        if self.threshold == "all":
+            return self.params()
+        return {"sink_tokens": self.sink_tokens}  # recent_tokens is ignored when a budget is given
 
     def sql_params(self) -> dict[str, object]:
         return {"sink": self.sink_tokens, "recent": self.recent_tokens}

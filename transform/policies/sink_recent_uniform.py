@@ -5,6 +5,11 @@ the sink and the recent window are kept every `uniform_stride`-th block, or, in
 budget mode, `middle_budget_tokens // block_n` of them spread evenly (first and
 last middle block included). A `budget` of k tokens sets the middle budget to
 k - sink_tokens - recent_tokens.
+
+It does not fit the ranking mould: the blocks spread for kb kept blocks are not a subset of those for kb + 1
+(kb = 3 keeps the middle block (m - 1) // 2, kb = 4 does not), and a budget keeps whole blocks, so the kept
+count moves in steps of block_n. Each instance is a fixed keep-set (threshold `all`), computed per sample
+from the cache length alone, shared by every layer and head.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ WITH geometry AS (
         least(n, $sink) AS sink_end,
         greatest(0, n - $recent) AS recent_start,
         coalesce(k - $sink - $recent, $middle) AS middle_budget
-    FROM cand
+    FROM cand_samples
 ),
 blocks AS (
     SELECT
@@ -39,30 +44,38 @@ middle AS (
         *,
         position // $block_n - first_block AS j,  -- index among the middle blocks
         end_block - first_block AS m  -- how many middle blocks there are
-    FROM blocks
+    FROM (SELECT *, unnest(range(n)) AS position FROM blocks)
 ),
 spread AS (
     SELECT
         *,
         CASE WHEN keep_blocks > 1 AND m > 1 THEN (j * (keep_blocks - 1) + m - 2) // (m - 1) END AS i
     FROM middle
+),
+flagged AS (
+    SELECT
+        run_id, model, task, sample_id, n, position,
+        n <= $sink + $recent
+        OR position < sink_end
+        OR position >= recent_start
+        OR (
+            j >= 0 AND j < m
+            AND CASE
+                WHEN $stride > 0 THEN j % greatest($stride, 1) = 0
+                WHEN middle_budget <= 0 THEN FALSE
+                WHEN keep_blocks >= m THEN TRUE
+                WHEN keep_blocks = 1 THEN j = 0
+                ELSE i * (m - 1) // (keep_blocks - 1) = j
+            END
+        ) AS kept
+    FROM spread
 )
 SELECT
-    run_id, model, task, sample_id, layer, kv_head, position,
-    n <= $sink + $recent
-    OR position < sink_end
-    OR position >= recent_start
-    OR (
-        j >= 0 AND j < m
-        AND CASE
-            WHEN $stride > 0 THEN j % greatest($stride, 1) = 0
-            WHEN middle_budget <= 0 THEN FALSE
-            WHEN keep_blocks >= m THEN TRUE
-            WHEN keep_blocks = 1 THEN j = 0
-            ELSE i * (m - 1) // (keep_blocks - 1) = j
-        END
-    ) AS kept
-FROM spread
+    run_id, model, task, sample_id, n,
+    list(position ORDER BY kept DESC, position) AS positions,
+    count(*) FILTER (WHERE kept) AS kept_count
+FROM flagged
+GROUP BY run_id, model, task, sample_id, n
 """
 
 
@@ -72,6 +85,10 @@ class SinkRecentUniform(PositionPolicy):
     """uniform_stride > 0 overrides the middle budget; short caches (<= sink + recent) keep everything."""
 
     name = "sink_recent_uniform"
+    positions_sql = SQL
+    # sink + recent of 32 + 64 in blocks of 32, so that share budgets of a few hundred tokens leave room for
+    # middle blocks (the brief's defaults, 256 + 512, need 768 tokens before the first middle block)
+    sweep = {"sink_tokens": 32, "recent_tokens": 64, "block_n": 32}
     sink_tokens: int = 256
     recent_tokens: int = 512
     middle_budget_tokens: int = 0
@@ -110,8 +127,9 @@ class SinkRecentUniform(PositionPolicy):
         self.check(n)
         return build_simple_keep_token_idx(total_len=n, block_n=self.block_n, cfg=self.config(n)).numpy()
 
-    def sql(self) -> str:
-        return SQL
+    @property
+    def threshold(self) -> str:
+        return "all"
 
     def sql_params(self) -> dict[str, object]:
         return {

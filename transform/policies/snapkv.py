@@ -18,8 +18,8 @@ from transform.policies.base import PolicyError, ScorePolicy, Stats, register
 SQL = """
 SELECT
     *,
-    CASE WHEN position < n - $recent THEN max(attn) OVER (
-        PARTITION BY run_id, task, sample_id, layer, kv_head, position < n - $recent
+    CASE WHEN position < n - $window THEN max(attn) OVER (
+        PARTITION BY run_id, task, sample_id, layer, kv_head, position < n - $window
         ORDER BY position ROWS BETWEEN $half PRECEDING AND $half FOLLOWING
     ) END AS score
 FROM cand
@@ -32,6 +32,7 @@ class SnapKV(ScorePolicy):
     name = "snapkv"
     needs = ("attn",)
     score_sql = SQL
+    length_dependent = True  # pooling stops where the observation window starts, n - window
     window: int = 32
     kernel_size: int = 7
 
@@ -57,4 +58,4 @@ class SnapKV(ScorePolicy):
         return np.where(np.isinf(out), np.nan, out)
 
     def sql_params(self) -> dict[str, object]:
-        return {**super().sql_params(), "half": self.kernel_size // 2}
+        return {"half": self.kernel_size // 2, "window": self.window}
