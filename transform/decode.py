@@ -22,8 +22,8 @@ import torch
 from transformers import DynamicCache
 
 from extract.model import cache_kwarg
-from transform.evict import copy_cache, evict, restrict
 from transform import settings
+from transform.evict import copy_cache, evict, restrict
 from transform.settings import SETTINGS, SettingError, check_setting  # noqa: F401 (re-exported)
 
 

@@ -87,37 +87,33 @@ def _candidates(cut: str, attn: str) -> str:
     return read_sql("rank_candidates").replace("{cut}", cut).replace("{attn}", attn)
 
 
-def ranking_statements(policy: Policy, settings: Sequence[str]) -> list[tuple[str, dict, list[str]]]:
-    """The SQL that ranks every sample of the `src_samples` / `src_stats` relations for these settings:
-    [(statement, bound parameters, settings it yields)]; each statement yields rankings rows (schema of
-    `rankings` without ranking_id) with a `setting` column. One statement for both settings when the
-    score does not depend on them."""
+@dataclass(frozen=True)
+class Statement:
+    """One SQL pass: ranks every sample of `src_samples` / `src_stats` for `setting`. `restricts`: other
+    settings whose rankings are this one restricted to their (shorter) cache, written as rows that point at
+    it (`positions_from`) instead of a second sort and a second copy of every list."""
+
+    sql: str
+    params: dict
+    setting: str
+    restricts: tuple[str, ...] = ()
+
+
+def ranking_statements(policy: Policy, settings: Sequence[str]) -> list[Statement]:
+    """The SQL passes that rank a policy in these settings: one per setting, or one for all of them when the
+    score does not depend on the setting (the whole prompt is ranked; every setting's cache is a prefix)."""
     wanted = [settings_mod.get(s) for s in settings]
     params = {"budget": policy.budget, **policy.sql_params()}
     body = policy.ranking_sql()
     if getattr(policy, "setting_free", False):
-        base = settings_mod.QUESTION_AWARE  # the whole prompt: every setting's cache is a prefix of it
-        selects = []
-        for s in wanted:
-            if s.cut_column == base.cut_column:
-                selects.append(f"SELECT b.*, '{s.name}' AS setting FROM base AS b")
-            else:
-                selects.append(
-                    f"SELECT b.* REPLACE (c.{s.cut_column}::INTEGER AS n, "
-                    f"list_filter(b.positions, lambda p: p < c.{s.cut_column}) AS positions), '{s.name}' AS setting "
-                    "FROM base AS b JOIN src_samples AS c USING (run_id, task, sample_id)"
-                )
-        sql = (
-            f"WITH {_candidates(base.cut_column, 'NULL')},\nbase AS MATERIALIZED (SELECT * FROM (\n{body}\n))\n"
-            + "\nUNION ALL\n".join(selects)
-        )
-        return [(sql, _bind(sql, params), [s.name for s in wanted])]
+        base = settings_mod.QUESTION_AWARE
+        sql = f"WITH {_candidates(base.cut_column, 'NULL')}\nSELECT * FROM (\n{body}\n)"
+        rest = tuple(s.name for s in wanted if s.name != base.name)
+        return [Statement(sql, _bind(sql, params), base.name, rest)]
     out = []
     for s in wanted:
-        sql = (
-            f"WITH {_candidates(s.cut_column, 't.' + s.attn_column)}\nSELECT *, '{s.name}' AS setting FROM (\n{body}\n)"
-        )
-        out.append((sql, _bind(sql, params), [s.name]))
+        sql = f"WITH {_candidates(s.cut_column, 't.' + s.attn_column)}\nSELECT * FROM (\n{body}\n)"
+        out.append(Statement(sql, _bind(sql, params), s.name))
     return out
 
 
@@ -125,14 +121,43 @@ def run_ranking_sql(con: duckdb.DuckDBPyConnection, policy: Policy, settings: Se
     """Rank every sample of `con`'s `src_samples` / `src_stats` relations -> rows of `rankings`."""
     for s in settings:
         check_setting(s)
-    parts = [_execute(con, sql, params, policy.ranking_id) for sql, params, _ in ranking_statements(policy, settings)]
+    samples = con.sql("SELECT run_id, task, sample_id, n_tokens, context_end FROM src_samples").fetchall()
+    cuts = {tuple(r[:3]): (r[3], r[4]) for r in samples}
+    parts = []
+    for st in ranking_statements(policy, settings):
+        rows = _execute(con, st, policy.ranking_id)
+        parts += [rows] + [_restricted(rows, s, cuts) for s in st.restricts]
     return pa.concat_tables(parts)
 
 
-def _execute(con: duckdb.DuckDBPyConnection, sql: str, params: dict, ranking_id: str) -> pa.Table:
-    rows = con.sql(sql, params=params).to_arrow_table()
-    rows = rows.append_column("ranking_id", pa.repeat(pa.scalar(ranking_id), rows.num_rows))
+def _execute(con: duckdb.DuckDBPyConnection, st: Statement, ranking_id: str) -> pa.Table:
+    """Rows in file order (partitions, sample, layer, head): sorting in DuckDB costs nothing measurable,
+    sorting the large position lists in Arrow afterwards costs a copy."""
+    rows = con.sql(f"SELECT * FROM (\n{st.sql}\n) ORDER BY {', '.join(WRITE_ORDER)}", params=st.params)
+    rows = rows.to_arrow_table()
+    n = rows.num_rows
+    rows = rows.append_column("ranking_id", pa.repeat(pa.scalar(ranking_id), n))
+    rows = rows.append_column("setting", pa.repeat(pa.scalar(st.setting), n))
+    rows = rows.append_column("positions_from", pa.nulls(n, pa.string()))
     return rows.select(schemas.RANKINGS.columns).cast(schemas.RANKINGS.schema)
+
+
+def _restricted(rows: pa.Table, setting: str, cuts: dict[tuple, tuple[int, int]]) -> pa.Table:
+    """Rows of `setting` that read `rows`' positions restricted to that setting's cache: no lists of their own."""
+    s = settings_mod.get(setting)
+    keys = zip(*(rows[c].to_pylist() for c in ("run_id", "task", "sample_id")), strict=True)
+    n = [s.cache_len(*cuts[k]) for k in keys]
+    base = rows["setting"][0].as_py() if rows.num_rows else None
+    out = rows.set_column(rows.schema.get_field_index("n"), "n", pa.array(n, pa.int32()))
+    out = out.set_column(
+        out.schema.get_field_index("positions"), "positions", pa.nulls(rows.num_rows, pa.list_(pa.int32()))
+    )
+    out = out.set_column(out.schema.get_field_index("setting"), "setting", pa.repeat(pa.scalar(setting), rows.num_rows))
+    return out.set_column(
+        out.schema.get_field_index("positions_from"),
+        "positions_from",
+        pa.repeat(pa.scalar(base, pa.string()), rows.num_rows),
+    )
 
 
 def _sources(con: duckdb.DuckDBPyConnection, store: Store, refs: Sequence) -> None:
@@ -204,32 +229,36 @@ def rank(
     t0 = time.perf_counter()
     refs = list(refs)
     check(store, policies, settings, refs)
+    store.clean_tmp("rankings")  # what a killed writer left; never a live writer's
     register_policies(store, policies)
     by_ranking: dict[str, Policy] = {}
     for p in policies:
         by_ranking.setdefault(p.ranking_id, p)
     runs = sorted({r.run_id for r in refs})
+    base = settings_mod.QUESTION_AWARE.name  # what a setting-free ranking sorts; the others point at it
     statements = ranked = existing = files = 0
     con = duckdb.connect()
     try:
         for ranking_id, policy in by_ranking.items():
             todo: dict[str, list] = {}
-            for setting in settings:
+            needed = [base, *settings] if getattr(policy, "setting_free", False) else list(settings)
+            for setting in dict.fromkeys(needed):
                 done = (
                     set() if overwrite else set().union(*(ranked_samples(store, ranking_id, setting, r) for r in runs))
                 )
                 todo[setting] = [r for r in refs if (r.task, r.sample_id) not in done]
                 existing += len(refs) - len(todo[setting])
-            for sql, params, yields in _plan_statements(policy, todo):
+            for st in _plan_statements(policy, todo):
+                yields = [st.setting, *st.restricts]
                 need = {(r.run_id, r.task, r.sample_id): r for s in yields for r in todo[s]}
                 _sources(con, store, list(need.values()))
-                rows = _execute(con, sql, params, ranking_id)
+                rows = _execute(con, st, ranking_id)
                 statements += 1
+                cuts = {k: (r.n_tokens, r.context_end) for k, r in need.items()}
                 for setting in yields:
                     wanted = {(r.run_id, r.task, r.sample_id) for r in todo[setting]}
-                    part = rows.filter(pc.equal(rows["setting"], setting))
-                    keys = zip(*(part[c].to_pylist() for c in ("run_id", "task", "sample_id")), strict=True)
-                    part = part.filter(pa.array([k in wanted for k in keys], pa.bool_()))
+                    part = rows if setting == st.setting else _restricted(rows, setting, cuts)
+                    part = _only(part, wanted)
                     files += _write_rankings(store, part, f"{ranking_id}.{setting}", overwrite)
                     ranked += len(wanted)
     finally:
@@ -237,10 +266,24 @@ def rank(
     return Ranked(len(by_ranking), statements, ranked, existing, files, time.perf_counter() - t0)
 
 
-def _plan_statements(policy: Policy, todo: dict[str, list]) -> list[tuple[str, dict, list[str]]]:
-    """The ranking statements for the settings that still have samples to rank."""
+def _plan_statements(policy: Policy, todo: dict[str, list]) -> list[Statement]:
+    """The ranking statements for the settings that still have samples to rank. A restricted setting needs
+    its base ranked too: the samples missing either are ranked again for both (same rows, same file names)."""
     pending = [s for s, refs in todo.items() if refs]
-    return ranking_statements(policy, pending) if pending else []
+    if not pending:
+        return []
+    out = ranking_statements(policy, list(todo))
+    return [st for st in out if any(todo.get(s) for s in (st.setting, *st.restricts))]
+
+
+WRITE_ORDER = ("model", "task", "run_id", "sample_id", "layer", "kv_head")  # partitions, then the file's row order
+
+
+def _only(rows: pa.Table, wanted: set[tuple]) -> pa.Table:
+    """The rows of the wanted samples (all of them, usually: then no copy)."""
+    triples = zip(*(rows[c].to_pylist() for c in ("run_id", "task", "sample_id")), strict=True)
+    keep = [t in wanted for t in triples]
+    return rows if all(keep) else rows.filter(pa.array(keep, pa.bool_()))
 
 
 def _write_rankings(store: Store, rows: pa.Table, prefix: str, overwrite: bool) -> int:
@@ -253,7 +296,7 @@ def _write_rankings(store: Store, rows: pa.Table, prefix: str, overwrite: bool) 
             store.drop_keys(files, ["sample_id"], [(i,) for i in ids])
     per_row = max(1, int(pc.mean(pc.list_value_length(rows["positions"])).as_py() or 1))
     key = ["sample_id", "layer", "kv_head"]
-    return len(store.write_batch("rankings", rows, prefix, key, POSITIONS_PER_FILE // per_row))
+    return len(store.write_batch("rankings", rows, prefix, key, POSITIONS_PER_FILE // per_row, presorted=True))
 
 
 def _by_partition(rows: pa.Table) -> dict[tuple, set[str]]:
@@ -332,7 +375,7 @@ def keep_sets_of(
             raise PolicyError(f"no keep-set for {where}: rank the policy first (transform.keep.rank)")
         got = heads[pid]
         L, H = max(g[0] for g in got) + 1, max(g[1] for g in got) + 1
-        out[pid] = np.asarray([g[2] for g in got], dtype=np.int64).reshape(L, H, -1)
+        out[pid] = np.sort(np.asarray([g[2] for g in got], dtype=np.int64).reshape(L, H, -1), axis=-1)
     return out
 
 

@@ -230,6 +230,8 @@ RANKINGS = Table(
         ("n", _I32),  # positions in the cache at eviction: 0 .. n-1 are ranked
         ("positions", pa.list_(_I32)),  # those n positions, most worth keeping first (ties: the later one)
         ("kept_count", _I32),  # a fixed keep-set (threshold all): its first kept_count; NULL: the budget decides
+        ("positions_from", _STR),  # NULL, or the setting whose positions this row reads, restricted to its n
+        #                            (a score that does not depend on the setting is sorted once: no second list)
     ),
     grain="one row per (run_id, task, sample_id, ranking_id, setting, layer, kv_head); a budget is a threshold on it",
     key=("run_id", "task", "sample_id", "ranking_id", "setting", "layer", "kv_head"),

@@ -167,8 +167,11 @@ def test_sql_and_reference_keep_the_same_tokens():
                 expected = p.keep_mask(as_stats(cols, n_tokens, L, H, n, setting))
                 one = rows.filter(
                     pa.compute.and_(
-                        pa.compute.equal(rows["sample_id"], sample["sample_id"]),
-                        pa.compute.equal(rows["policy_id"], p.policy_id),
+                        pa.compute.and_(
+                            pa.compute.equal(rows["sample_id"], sample["sample_id"]),
+                            pa.compute.equal(rows["policy_id"], p.policy_id),
+                        ),
+                        pa.compute.equal(rows["setting"], setting),
                     )
                 )
                 assert one.num_rows == L * H * n_tokens, "one keep row per (layer, head, position)"
@@ -201,7 +204,7 @@ def test_the_sql_binds_parameters_and_never_pastes_them(setting):
         a, b = variants.get(name, [dict(budget=64), dict(budget=0.5, sink_tokens=1, recent_tokens=2)])
         assert make(name, **a).ranking_sql() == make(name, **b).ranking_sql(), name
     p = make("random", budget=3, seed=987654)
-    assert all("987654" not in sql for sql, _, _ in ranking_statements(p, SETTINGS))
+    assert all("987654" not in st.sql for st in ranking_statements(p, SETTINGS))
     rng = np.random.default_rng(0)
     sample, cols = random_sample(rng, 0, 1, 1, 10)
     sample["context_end"] = 10
@@ -209,6 +212,7 @@ def test_the_sql_binds_parameters_and_never_pastes_them(setting):
     con.register("src_samples", pa.Table.from_pylist([sample]))
     con.register("src_stats", pa.table(cols))
     rows = keep_rows(con, [p], setting, [(sample, cols)])
+    rows = rows.filter(pa.compute.equal(rows["setting"], setting))
     assert rows["kept"].to_numpy(zero_copy_only=False).sum() == 3
     with pytest.raises(PolicyError, match="unknown setting"):
         run_ranking_sql(con, p, ["question_aware'; DROP TABLE cand; --"])

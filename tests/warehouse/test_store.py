@@ -160,3 +160,42 @@ def test_reports_offer_at_most_24_samples_round_robin_over_tasks(tmp_path):
     assert shown == [("lcc", 1), ("qasper", 13), ("trec", 10)]  # rounds: 3, then 2 x 9, then qasper x 3
     firsts = con.execute("SELECT bool_and(shown) FROM sample_labels WHERE sample_id IN ('qasper00', 'trec00', 'lcc00')")
     assert firsts.fetchone() == (True,)
+
+
+def test_clean_tmp_spares_a_live_writer(tmp_path):
+    """A temp file whose writer is still running is being written: only dead writers' files go."""
+    import subprocess
+    import sys
+
+    store = Store(tmp_path)
+    path = store.write("skipped", skip_rows(), "s1")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        (path.parent / f".tmp-s2.parquet.{live.pid}-{'a' * 32}").write_bytes(b"being written")
+        (path.parent / f".tmp-s3.parquet.{dead.pid}-{'b' * 32}").write_bytes(b"left by a killed writer")
+        assert store.clean_tmp("skipped") == 1
+        assert sorted(p.name for p in path.parent.iterdir()) == [f".tmp-s2.parquet.{live.pid}-{'a' * 32}", "s1.parquet"]
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_write_batch_names_files_after_their_keys_and_drop_keys_never_duplicates(tmp_path):
+    """One file per partition per write, named from its keys; rewriting keys first drops them elsewhere."""
+    store = Store(tmp_path)
+    rows = pa.concat_tables([skip_rows(task="a", sid="x"), skip_rows(task="a", sid="y"), skip_rows(task="b", sid="z")])
+    first = store.write_batch("skipped", rows, "batch", ["sample_id"], rows_per_file=100)
+    assert len(first) == 2 and {p.parent.parent.name for p in first} == {"task=a", "task=b"}
+    again = store.write_batch("skipped", rows, "batch", ["sample_id"], rows_per_file=100)
+    assert again == first, "the same rows land under the same names: a rerun overwrites, never duplicates"
+    split = store.write_batch("skipped", rows, "small", ["sample_id"], rows_per_file=1)
+    assert len(split) == 3, "files split between samples, never inside one"
+    files = store.files("skipped", task="a")
+    assert store.keys(files, ["sample_id"]) == {("x",), ("y",)}
+    assert store.drop_keys(files, ["sample_id"], [("x",)]) == 2  # from 'batch' and from 'small'
+    assert store.keys(store.files("skipped", task="a"), ["sample_id"]) == {("y",)}
+    assert len(store.files("skipped", task="a", prefix="small.")) == 1, "a file left empty is removed"
+    with pytest.raises(ValueError, match="not partitions"):
+        store.files("skipped", sample_id="x")

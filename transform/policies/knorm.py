@@ -17,7 +17,7 @@ from transform.policies.base import ScorePolicy, Stats, register
 class KeyNorm(ScorePolicy):
     name = "knorm"
     needs = ("key_norm",)
-    score_sql = "SELECT *, 0.0 - key_norm AS score FROM cand"  # 0 - x, never -x: no -0.0 to sort
+    score_sql = "SELECT *, 0::FLOAT - key_norm AS score FROM cand"  # 0 - x, never -x: no -0.0 to sort
 
     def score(self, stats: Stats) -> np.ndarray:
         return 0.0 - stats.key_norm.astype(np.float64)

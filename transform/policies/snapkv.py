@@ -19,7 +19,7 @@ SQL = """
 SELECT
     *,
     CASE WHEN position < n - $window THEN max(attn) OVER (
-        PARTITION BY run_id, task, sample_id, layer, kv_head, position < n - $window
+        PARTITION BY sample_key, layer, kv_head, position < n - $window
         ORDER BY position ROWS BETWEEN $half PRECEDING AND $half FOLLOWING
     ) END AS score
 FROM cand
