@@ -161,15 +161,26 @@ def _restricted(rows: pa.Table, setting: str, cuts: dict[tuple, tuple[int, int]]
 
 
 def _sources(con: duckdb.DuckDBPyConnection, store: Store, refs: Sequence) -> None:
-    """Relations src_samples and src_stats over exactly these samples' files (no glob over the store)."""
+    """Relations src_samples and src_stats over exactly these samples' files (no glob over the store), with
+    `sample_key` = the sample's place in the list (DuckDB's file_index: both lists are in the same order)."""
     parts = lambda r: {"model": r.model, "task": r.task, "run_id": r.run_id}  # noqa: E731
     samples = [str(store.path("samples", r.sample_id, **parts(r))) for r in refs]
     stats = [str(store.path("token_stats", r.sample_id, **parts(r))) for r in refs]
-    con.read_parquet(samples, union_by_name=True).create_view("src_samples", replace=True)
+    con.read_parquet(samples, union_by_name=True).project("*, file_index AS sample_key").create_view(
+        "src_samples", replace=True
+    )
     rel = con.read_parquet(stats, union_by_name=True)
     if "attn_received_context" not in rel.columns:  # files extracted before the column existed
         rel = rel.project("*, NULL::FLOAT AS attn_received_context")
-    rel.create_view("src_stats", replace=True)
+    rel.project("*, file_index AS sample_key").create_view("src_stats", replace=True)
+
+
+def register_sources(con: duckdb.DuckDBPyConnection, samples: pa.Table, stats: pa.Table) -> None:
+    """src_samples and src_stats from in-memory tables (tests, notebooks), keyed as `_sources` keys files."""
+    triples = lambda t: zip(*(t[c].to_pylist() for c in ("run_id", "task", "sample_id")), strict=True)  # noqa: E731
+    keys = {k: i for i, k in enumerate(triples(samples))}
+    con.register("src_samples", samples.append_column("sample_key", pa.array([keys[k] for k in triples(samples)])))
+    con.register("src_stats", stats.append_column("sample_key", pa.array([keys[k] for k in triples(stats)])))
 
 
 def missing_columns(store: Store, refs: Sequence, policy: Policy, settings: Sequence[str]) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transform.keep import SETTINGS, policy_rows, ranking_statements, run_ranking_sql
+from transform.keep import SETTINGS, policy_rows, ranking_statements, register_sources, run_ranking_sql
 from transform.policies import PolicyError, Stats, make, names
 from warehouse.catalog import VIEWS_DIR
 
@@ -94,7 +94,7 @@ def keep_rows(con, policies, setting: str, samples) -> pa.Table:
     )
     con.register("rankings", pa.concat_tables(rankings.values()))
     con.register("policies", policy_rows(policies))
-    con.register("samples", pa.Table.from_pylist([s for s, _ in samples]))
+    con.register("samples", pa.Table.from_pylist([s for s, _ in samples]))  # no sample_key: as in the store
     con.register("layer_stats", grid.group_by(grid.column_names).aggregate([]))
     con.execute((VIEWS_DIR / "keep.sql").read_text())
     return con.sql("SELECT * FROM keep").to_arrow_table()
@@ -146,8 +146,9 @@ def test_sql_and_reference_keep_the_same_tokens():
         if case is None:
             continue
         policy, setting, L, H, samples = case
-        con.register("src_samples", pa.Table.from_pylist([s for s, _ in samples]))
-        con.register("src_stats", pa.concat_tables([pa.table(c) for _, c in samples]))
+        register_sources(
+            con, pa.Table.from_pylist([s for s, _ in samples]), pa.concat_tables([pa.table(c) for _, c in samples])
+        )
         cut_column = "context_end" if setting == "question_agnostic" else "n_tokens"
         cut = lambda s, c=cut_column: s[c]  # noqa: E731
         fits = []
@@ -209,8 +210,7 @@ def test_the_sql_binds_parameters_and_never_pastes_them(setting):
     sample, cols = random_sample(rng, 0, 1, 1, 10)
     sample["context_end"] = 10
     con = duckdb.connect()
-    con.register("src_samples", pa.Table.from_pylist([sample]))
-    con.register("src_stats", pa.table(cols))
+    register_sources(con, pa.Table.from_pylist([sample]), pa.table(cols))
     rows = keep_rows(con, [p], setting, [(sample, cols)])
     rows = rows.filter(pa.compute.equal(rows["setting"], setting))
     assert rows["kept"].to_numpy(zero_copy_only=False).sum() == 3

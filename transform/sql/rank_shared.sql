@@ -3,13 +3,17 @@
 -- head (highest first, NULL last, ties to the later position). One row per sample, layer and kv_head NULL.
 -- Continues `WITH scored AS (<cand rows + a score column>),`.
 per_position AS (
-    SELECT sample_key, position, any_value(n) AS n, fsum(score) AS score
+    SELECT sample_key, position, fsum(score) AS score
     FROM scored
     GROUP BY sample_key, position
+),
+ranked AS (
+    SELECT sample_key, list(position ORDER BY score DESC NULLS LAST, position DESC) AS positions
+    FROM per_position
+    GROUP BY sample_key
 )
 SELECT
-    s.run_id, s.model, s.task, s.sample_id, NULL::SMALLINT AS layer, NULL::SMALLINT AS kv_head, any_value(p.n) AS n,
-    list(p.position ORDER BY p.score DESC NULLS LAST, p.position DESC) AS positions, NULL::INTEGER AS kept_count
-FROM per_position AS p
+    s.run_id, s.model, s.task, s.sample_id, NULL::SMALLINT AS layer, NULL::SMALLINT AS kv_head, s.n,
+    r.positions, NULL::INTEGER AS kept_count
+FROM ranked AS r
 JOIN cand_samples AS s USING (sample_key)
-GROUP BY s.run_id, s.model, s.task, s.sample_id
