@@ -23,32 +23,39 @@ borrowed AS (
      AND b.kv_head IS NOT DISTINCT FROM r.kv_head
     WHERE r.positions_from IS NOT NULL
 ),
-instances AS (
+forced AS (  -- the forced positions first, once per ranking row and forcing (not once per budget)
     SELECT
-        r.run_id, r.model, r.task, r.sample_id, p.policy_id, r.setting, r.layer, r.kv_head, r.n, r.positions,
-        r.kept_count, least(coalesce(p.forced_first, 0), r.n) AS first_n, coalesce(p.forced_last, 0) AS last_n,
+        r.* EXCLUDE (positions), f.forced_first, f.forced_last,
+        least(f.forced_first, r.n) AS first_n, f.forced_last AS last_n,
+        CASE WHEN least(f.forced_first, r.n) + f.forced_last = 0 THEN r.positions ELSE list_concat(
+            range(0, least(f.forced_first, r.n))::INTEGER[],
+            range(greatest(r.n - f.forced_last, least(f.forced_first, r.n)), r.n)::INTEGER[],
+            list_filter(r.positions, lambda p: p >= least(f.forced_first, r.n) AND p < r.n - f.forced_last)
+        ) END AS ranked
+    FROM (SELECT * FROM own UNION ALL BY NAME SELECT * FROM borrowed) AS r
+    JOIN (
+        SELECT DISTINCT ranking_id, coalesce(forced_first, 0) AS forced_first, coalesce(forced_last, 0) AS forced_last
+        FROM policies
+    ) AS f USING (ranking_id)
+),
+ranked AS (  -- every policy instance (budget) of the ranking: k, and whether the budget fits the cache
+    SELECT
+        r.run_id, r.model, r.task, r.sample_id, p.policy_id, r.setting, r.layer, r.kv_head, r.n, r.ranked,
         CASE
             WHEN p.threshold = 'all' THEN r.kept_count
             WHEN p.budget_unit = 'ratio' THEN greatest(1, floor(p.budget * r.n + 0.5))
             ELSE p.budget
-        END::BIGINT AS k
-    FROM (SELECT * FROM own UNION ALL BY NAME SELECT * FROM borrowed) AS r
-    JOIN policies AS p USING (ranking_id)
+        END::BIGINT AS k,
+        r.first_n + r.last_n AS forced_n
+    FROM forced AS r
+    JOIN policies AS p
+      ON p.ranking_id = r.ranking_id AND coalesce(p.forced_first, 0) = r.forced_first
+     AND coalesce(p.forced_last, 0) = r.forced_last
     WHERE (p.threshold = 'all') = (r.kept_count IS NOT NULL)
 ),
-ranked AS (
-    SELECT
-        * EXCLUDE (positions, first_n, last_n),
-        CASE WHEN first_n + last_n = 0 THEN positions ELSE list_concat(
-            range(0, first_n)::INTEGER[],
-            range(greatest(n - last_n, first_n), n)::INTEGER[],
-            list_filter(positions, lambda p: p >= first_n AND p < n - last_n)
-        ) END AS ranked
-    FROM instances
-    WHERE k <= n AND least(n, first_n + last_n) <= k
-),
 ordered AS (  -- sliced before a shared ranking is spread over the heads: once, not once per head
-    SELECT *, ranked[1:k] AS kept_positions FROM ranked
+    SELECT * EXCLUDE (forced_n), ranked[1:k] AS kept_positions FROM ranked
+    WHERE k <= n AND least(n, forced_n) <= k
 ),
 per_head AS (
     SELECT * FROM ordered WHERE layer IS NOT NULL
