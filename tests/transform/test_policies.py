@@ -151,3 +151,28 @@ def test_score_policies_keep_exactly_the_budget_per_head(name):
         k = 40 if budget == 40 else 150
         assert idx.shape == (3, 2, k)
         assert (np.diff(idx, axis=-1) > 0).all() and idx.min() >= 0 and idx.max() < 300
+
+
+def test_float_parameters_are_accepted_and_checked():
+    """A policy may declare `alpha: float` (a weight, a temperature): ints widen, bad values are named."""
+    from dataclasses import dataclass
+
+    from transform.policies.base import ScorePolicy
+
+    @dataclass(frozen=True)
+    class Weighted(ScorePolicy):  # not registered: the registry stays the project's own
+        name = "weighted_test"
+        needs = ("key_norm", "attn")
+        alpha: float = 0.5
+
+        def score(self, stats):
+            return self.alpha * stats.attn - (1 - self.alpha) * stats.key_norm
+
+    p = Weighted(budget=0.5, alpha=1)
+    assert p.alpha == 1.0 and isinstance(p.alpha, float) and p.params()["alpha"] == 1.0
+    assert Weighted(budget=0.5, alpha=0.25).ranking_id != p.ranking_id, "alpha shapes the ranking"
+    assert Weighted(budget=0.25, alpha=1).ranking_id == p.ranking_id, "the budget does not"
+    for bad in ("high", True, float("nan"), float("inf")):
+        with pytest.raises(PolicyError, match="alpha"):
+            Weighted(budget=0.5, alpha=bad)
+    assert kept(p, stats([3.0, 1.0, 2.0, 0.5], attn=[0.1, 0.2, 0.3, 0.4])) == [2, 3]
