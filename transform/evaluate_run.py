@@ -30,7 +30,6 @@ from transform.evaluate import (
 )
 from transform.policies import REGISTRY, Policy, PolicyError, make, names
 from transform.samples import Sample
-from transform.settings import cache_len
 from warehouse import catalog
 from warehouse.store import Store
 
@@ -168,17 +167,10 @@ def plan(
         con.close()
     if max_new_tokens is not None:
         samples = [replace(s, max_new_tokens=min(s.max_new_tokens, max_new_tokens)) for s in samples]
-    problems = []
-    for s in samples:
-        for p in policies:
-            for setting in settings:
-                try:
-                    p.check(cache_len(s, setting))
-                except PolicyError as err:
-                    problems.append(f"{s.task}/{s.sample_id} ({setting}): {err}")
-    if problems:
-        shown = "\n  ".join(problems[:20]) + (f"\n  ... {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise EvaluationError(f"{len(problems)} (sample, policy, setting) cannot run, nothing written:\n  {shown}")
+    try:
+        keep.check(store, policies, settings, samples)  # the same checks `kvw keep` makes
+    except PolicyError as err:
+        raise EvaluationError(str(err)) from err
     out = Plan(run, samples, list(policies), list(settings))
     done = set() if overwrite else evaluated(store, run.run_id)
     for s in samples:

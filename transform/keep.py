@@ -41,6 +41,7 @@ from warehouse.store import Store
 log = logging.getLogger(__name__)
 
 POSITIONS_PER_FILE = 64_000_000  # ~100 MB of rankings per file: sized for object stores and query planners
+WRITE_ORDER = ("model", "task", "run_id", "sample_id", "layer", "kv_head")  # partitions, then the file's row order
 
 
 def policy_rows(policies: Sequence[Policy]) -> pa.Table:
@@ -105,7 +106,7 @@ def ranking_statements(policy: Policy, settings: Sequence[str]) -> list[Statemen
     wanted = [settings_mod.get(s) for s in settings]
     params = {"budget": policy.budget, **policy.sql_params()}
     body = policy.ranking_sql()
-    if getattr(policy, "setting_free", False):
+    if policy.setting_free:
         base = settings_mod.QUESTION_AWARE
         sql = f"WITH {_candidates(base.cut_column, 'NULL')}\nSELECT * FROM (\n{body}\n)"
         rest = tuple(s.name for s in wanted if s.name != base.name)
@@ -252,7 +253,7 @@ def rank(
     try:
         for ranking_id, policy in by_ranking.items():
             todo: dict[str, list] = {}
-            needed = [base, *settings] if getattr(policy, "setting_free", False) else list(settings)
+            needed = [base, *settings] if policy.setting_free else list(settings)
             for setting in dict.fromkeys(needed):
                 done = (
                     set() if overwrite else set().union(*(ranked_samples(store, ranking_id, setting, r) for r in runs))
@@ -285,9 +286,6 @@ def _plan_statements(policy: Policy, todo: dict[str, list]) -> list[Statement]:
         return []
     out = ranking_statements(policy, list(todo))
     return [st for st in out if any(todo.get(s) for s in (st.setting, *st.restricts))]
-
-
-WRITE_ORDER = ("model", "task", "run_id", "sample_id", "layer", "kv_head")  # partitions, then the file's row order
 
 
 def _only(rows: pa.Table, wanted: set[tuple]) -> pa.Table:

@@ -49,7 +49,7 @@ def test_sql_keep_sets_in_the_warehouse_equal_the_reference_on_real_samples(ware
     assert {p.name for p in policies} == set(names())
     done = rank(store, policies, SETTINGS, refs)
     rankings = {p.ranking_id: p for p in policies}
-    setting_free = sum(getattr(p, "setting_free", False) for p in rankings.values())
+    setting_free = sum(p.setting_free for p in rankings.values())
     assert done.rankings == len(rankings) and done.samples == len(rankings) * 2 * 3
     assert done.statements == 2 * len(rankings) - setting_free, "one pass per ranking and setting, one if setting-free"
     assert len(store.files("rankings")) == len(rankings) * 2 * 3, "one file per (task, ranking, setting)"

@@ -155,6 +155,11 @@ class Policy:
         """The first positions of the cache, kept before any ranked one."""
         return 0
 
+    @property
+    def setting_free(self) -> bool:
+        """Is the ranking the same whenever the cache is evicted (then one sort serves every setting)?"""
+        return False
+
     def forced_last(self) -> int:
         """The last positions of the cache, kept before any ranked one."""
         return 0
