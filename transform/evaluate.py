@@ -214,20 +214,10 @@ class QualityWriter:
             return
         rows = pa.concat_tables(self.parts)
         if self.overwrite:
-            for (model, task, run_id), group in _groups(rows).items():
-                files = self.store.files("quality", model=model, task=task, run_id=run_id)
-                self.store.drop_keys(files, QUALITY_KEY, group)
+            self.store.drop_rewritten("quality", rows, QUALITY_KEY)
         self.files += len(self.store.write_batch("quality", rows, "quality", QUALITY_KEY, rows_per_file=500_000))
         self.rows += rows.num_rows
         self.parts, self.since = [], time.monotonic()
 
     def close(self) -> None:
         self.flush()
-
-
-def _groups(rows: pa.Table) -> dict[tuple, set[tuple]]:
-    out: dict[tuple, set[tuple]] = {}
-    cols = [rows[c].to_pylist() for c in ("model", "task", "run_id", *QUALITY_KEY)]
-    for model, task, run_id, *key in zip(*cols, strict=True):
-        out.setdefault((model, task, run_id), set()).add(tuple(key))
-    return out

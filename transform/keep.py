@@ -300,20 +300,10 @@ def _write_rankings(store: Store, rows: pa.Table, prefix: str, overwrite: bool) 
     if not rows.num_rows:
         return 0
     if overwrite:
-        for (model, task, run_id), ids in _by_partition(rows).items():
-            files = store.files("rankings", prefix=f"{prefix}.", model=model, task=task, run_id=run_id)
-            store.drop_keys(files, ["sample_id"], [(i,) for i in ids])
+        store.drop_rewritten("rankings", rows, ["sample_id"], prefix=f"{prefix}.")
     per_row = max(1, int(pc.mean(pc.list_value_length(rows["positions"])).as_py() or 1))
     key = ["sample_id", "layer", "kv_head"]
     return len(store.write_batch("rankings", rows, prefix, key, POSITIONS_PER_FILE // per_row, presorted=True))
-
-
-def _by_partition(rows: pa.Table) -> dict[tuple, set[str]]:
-    out: dict[tuple, set[str]] = {}
-    cols = [rows[c].to_pylist() for c in ("model", "task", "run_id", "sample_id")]
-    for model, task, run_id, sid in zip(*cols, strict=True):
-        out.setdefault((model, task, run_id), set()).add(sid)
-    return out
 
 
 @dataclass(frozen=True)

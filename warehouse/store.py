@@ -193,6 +193,20 @@ class Store:
             dropped += n
         return dropped
 
+    def drop_rewritten(self, table: str, rows: pa.Table, key: list[str], prefix: str | None = None) -> int:
+        """Before `rows` are written again: drop their keys from the older files of their partitions (those
+        named with `prefix`), so that no key ends up in two files; returns the rows dropped."""
+        spec = TABLES[table]
+        groups: dict[tuple, set[tuple]] = {}
+        cols = [rows[c].to_pylist() for c in (*spec.partitions, *key)]
+        for values in zip(*cols, strict=True):
+            groups.setdefault(values[: len(spec.partitions)], set()).add(values[len(spec.partitions) :])
+        dropped = 0
+        for part, keys in groups.items():
+            files = self.files(table, prefix=prefix, **dict(zip(spec.partitions, part, strict=True)))
+            dropped += self.drop_keys(files, key, keys)
+        return dropped
+
     def _replace(self, path: Path, data: pa.Table) -> None:
         tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}-{uuid.uuid4().hex}")  # the writer's pid
         try:
