@@ -199,13 +199,16 @@ class KeepReader:
 
     def __init__(self, store: Store):
         self.con = catalog.memory(store)  # after the rankings are written: a view made earlier would not see them
-        self.cached: dict[tuple, dict[str, np.ndarray]] = {}
+        self.loaded: tuple[str, str] | None = None  # the (sample_id, setting) of `sets`
+        self.sets: dict[str, np.ndarray] = {}
 
     def __call__(self, sample: Sample, ref: PolicyRef, setting: str) -> np.ndarray:
-        return self.cached[(sample.sample_id, setting)][ref.policy_id]
+        assert self.loaded == (sample.sample_id, setting), "load() the sample and setting first"
+        return self.sets[ref.policy_id]
 
     def load(self, sample: Sample, policy_ids: Sequence[str], setting: str) -> None:
-        self.cached = {(sample.sample_id, setting): keep.keep_sets_of(self.con, sample, policy_ids, setting)}
+        self.sets = keep.keep_sets_of(self.con, sample, policy_ids, setting)
+        self.loaded = (sample.sample_id, setting)
 
     def close(self) -> None:
         self.con.close()

@@ -17,7 +17,6 @@ anything is written: an unknown setting, a task that was not extracted, a budget
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from collections.abc import Sequence
@@ -37,8 +36,6 @@ from transform.policies.base import PositionPolicy, read_sql
 from transform.settings import SETTINGS, cache_len, check_setting  # noqa: F401 (re-exported)
 from warehouse import catalog, schemas
 from warehouse.store import Store
-
-log = logging.getLogger(__name__)
 
 POSITIONS_PER_FILE = 64_000_000  # ~100 MB of rankings per file: sized for object stores and query planners
 WRITE_ORDER = ("model", "task", "run_id", "sample_id", "layer", "kv_head")  # partitions, then the file's row order
@@ -184,17 +181,21 @@ def register_sources(con: duckdb.DuckDBPyConnection, samples: pa.Table, stats: p
     con.register("src_stats", stats.append_column("sample_key", pa.array([keys[k] for k in triples(stats)])))
 
 
-def missing_columns(store: Store, refs: Sequence, policy: Policy, settings: Sequence[str]) -> list[str]:
-    """Statistics the policy reads that some sample's token_stats file does not have (older extractions)."""
-    if isinstance(policy, PositionPolicy) or not refs:
-        return []
-    want = {settings_mod.get(s).stat_column(x) for s in settings for x in policy.needs}
+def stats_columns(store: Store, refs: Sequence) -> set[str]:
+    """The token_stats columns every one of these samples has (older extractions may lack newer ones)."""
     have: set[str] | None = None
     for r in refs:
-        names = set(pq.read_schema(store.path("token_stats", r.sample_id, model=r.model, task=r.task,
-                                              run_id=r.run_id)).names)  # fmt: skip
+        path = store.path("token_stats", r.sample_id, model=r.model, task=r.task, run_id=r.run_id)
+        names = set(pq.read_schema(path).names)
         have = names if have is None else have & names
-    return sorted(want - (have or set()))
+    return have or set()
+
+
+def missing_columns(have: set[str], policy: Policy, settings: Sequence[str]) -> list[str]:
+    """Statistics the policy reads that are not among `have` (see stats_columns)."""
+    if isinstance(policy, PositionPolicy):
+        return []
+    return sorted({settings_mod.get(s).stat_column(x) for s in settings for x in policy.needs} - have)
 
 
 def check(store: Store, policies: Sequence[Policy], settings: Sequence[str], refs: Sequence) -> None:
@@ -202,6 +203,7 @@ def check(store: Store, policies: Sequence[Policy], settings: Sequence[str], ref
     problems = []
     for setting in settings:
         check_setting(setting)
+    have = stats_columns(store, refs) if any(not isinstance(p, PositionPolicy) for p in policies) and refs else None
     for policy in policies:
         for setting in settings:
             for ref in refs:
@@ -209,7 +211,7 @@ def check(store: Store, policies: Sequence[Policy], settings: Sequence[str], ref
                     policy.check(cache_len(ref, setting))
                 except PolicyError as err:
                     problems.append(f"{ref.task}/{ref.sample_id} ({setting}): {err}")
-        if missing := missing_columns(store, refs, policy, settings):
+        if have is not None and (missing := missing_columns(have, policy, settings)):
             problems.append(f"{policy.label()}: token_stats has no {missing} (re-extract with overwrite)")
     if problems:
         shown = problems[:8] + ([f"... and {len(problems) - 8} more"] if len(problems) > 8 else [])
@@ -279,11 +281,8 @@ def rank(
 
 
 def _plan_statements(policy: Policy, todo: dict[str, list]) -> list[Statement]:
-    """The ranking statements for the settings that still have samples to rank. A restricted setting needs
-    its base ranked too: the samples missing either are ranked again for both (same rows, same file names)."""
-    pending = [s for s, refs in todo.items() if refs]
-    if not pending:
-        return []
+    """The ranking statements that still have samples to rank in one of the settings they yield (a restricted
+    setting's samples are sorted with its base; only what is missing is written)."""
     out = ranking_statements(policy, list(todo))
     return [st for st in out if any(todo.get(s) for s in (st.setting, *st.restricts))]
 

@@ -1,7 +1,7 @@
 """What every eviction policy shares: validated parameters, budgets, rankings, and the one selection step.
 
 A policy exists twice: `keep_mask(stats)`, a small numpy reference over one sample, and a SQL transform
-that ranks the positions of every selected sample in one DuckDB statement (`transform/rank.py`). A
+that ranks the positions of every selected sample in one DuckDB statement (`transform/keep.py`). A
 budget is a threshold on that ranking, never a rerun: the stored ranking lists a cache's positions from
 most to least worth keeping, the view `keep_sets` puts the forced positions first (the first
 `forced_first()` and the last `forced_last()` of the cache) and keeps the first k (warehouse/views/keep.sql).
@@ -155,14 +155,14 @@ class Policy:
         """The first positions of the cache, kept before any ranked one."""
         return 0
 
+    def forced_last(self) -> int:
+        """The last positions of the cache, kept before any ranked one."""
+        return 0
+
     @property
     def setting_free(self) -> bool:
         """Is the ranking the same whenever the cache is evicted (then one sort serves every setting)?"""
         return False
-
-    def forced_last(self) -> int:
-        """The last positions of the cache, kept before any ranked one."""
-        return 0
 
     def label(self) -> str:
         shown = {k: v for k, v in self.params().items() if v != type(self).parameters()[k] or k == "budget"}
@@ -209,7 +209,8 @@ class Policy:
 
     def ranking_sql(self) -> str:
         """SELECT -> run_id, model, task, sample_id, layer, kv_head (NULL: shared by every layer and head), n,
-        positions (the cache's positions, most worth keeping first). Reads the temp table `cand`."""
+        positions (the cache's positions, most worth keeping first), kept_count. Reads the CTEs `cand` and
+        `cand_samples` (transform/sql/rank_candidates.sql)."""
         raise NotImplementedError
 
     def sql_params(self) -> dict[str, object]:
@@ -221,12 +222,12 @@ class Policy:
 class PositionPolicy(Policy):
     """A keep-set that depends only on positions: the same for every layer and head.
 
-    `positions_sql` is an expression over `n` (cache length) and `k` (the budget in tokens, NULL without one)
-    giving the ranked list of positions; with threshold `all` it lists the kept positions first (ascending),
-    then the evicted ones, and the ranking row records how many are kept.
+    `positions_sql` is a SELECT over `cand_samples` (one row per sample: `n` the cache length, `k` the budget in
+    tokens, NULL without one) giving each sample's positions in keep order, and `kept_count`: with threshold
+    `all`, how many of the first positions the fixed set keeps; NULL when the budget decides.
     """
 
-    positions_sql: ClassVar[str] = ""  # SELECT *, <list> AS positions, <count or NULL> AS kept_count FROM samples_n
+    positions_sql: ClassVar[str] = ""  # SELECT run_id, model, task, sample_id, n, positions, kept_count FROM ...
 
     def positions(self, n: int) -> np.ndarray:
         """Sorted, unique kept positions of an n-token cache."""
@@ -251,6 +252,7 @@ class ScorePolicy(Policy):
     """
 
     score_sql: ClassVar[str] = ""  # SELECT *, <score> AS score FROM cand
+    length_dependent: ClassVar[bool] = False  # does a position's score depend on the cache length n?
     sink_tokens: int = 0
     recent_tokens: int = 0
     per_head: bool = True
@@ -287,8 +289,6 @@ class ScorePolicy(Policy):
         """Scores that are the same whenever the cache is evicted (no observed attention, no dependence on the
         cache length): one ranking of the whole prompt serves both settings (restricted to the cache)."""
         return "attn" not in self.needs and not self.length_dependent
-
-    length_dependent: ClassVar[bool] = False  # does a position's score depend on the cache length n?
 
     def ranking_sql(self) -> str:
         mode = "per_head" if self.per_head else "shared"
