@@ -6,7 +6,7 @@ WITH chosen AS (
     SELECT s.run_id, s.task, s.sample_id, s.sample, s.n_tokens
     FROM sample_labels AS s
     WHERE s.run_id = $run_id
-      AND EXISTS (SELECT 1 FROM keep AS k WHERE k.run_id = s.run_id AND k.task = s.task AND k.sample_id = s.sample_id)
+      AND EXISTS (SELECT 1 FROM rankings AS k WHERE k.run_id = s.run_id AND k.task = s.task AND k.sample_id = s.sample_id)
     ORDER BY s.sample
     LIMIT $max_samples
 ),
