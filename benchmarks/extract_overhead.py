@@ -8,12 +8,14 @@ GPU), token_stats rows written per second, bytes per token_stats row on disk
     python benchmarks/extract_overhead.py                      # default model, 1K/2K/4K
     python benchmarks/extract_overhead.py --lengths 1024 --repeats 1
     python benchmarks/extract_overhead.py --random-config llama3-8b --dtype bfloat16   # GPU, no download
+    python benchmarks/extract_overhead.py --random-config llama3-8b --tokenizer DIR --lengths 4096 16384
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -29,39 +31,10 @@ from extract.run import process_sample
 from extract.sample import StatsConfig
 from warehouse.store import Store
 
-# Llama-3-8B's shape (from its public config.json): built with random weights, nothing downloaded.
-LLAMA3_8B = dict(
-    vocab_size=128256,
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=128,
-    max_position_embeddings=8192,
-    rope_theta=500000.0,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=False,
-)
-
-
-def random_model(name: str, device: str, dtype: str, tokenizer) -> models.Loaded:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(**LLAMA3_8B, attn_implementation=models.pick_attn(device))
-    torch_dtype = models.pick_dtype(device, dtype)
-    with torch.device(device):
-        lm = LlamaForCausalLM(cfg).to(torch_dtype).eval()
-    return models.Loaded(
-        lm,
-        tokenizer,
-        f"random-{name}",
-        f"random:{name}",
-        "random",
-        device,
-        str(torch_dtype).removeprefix("torch."),
-        cfg._attn_implementation,
-    )
+try:  # run as a script (python benchmarks/x.py) or imported as benchmarks.x
+    from random_model import SHAPES, random_model, tokenizer
+except ImportError:
+    from benchmarks.random_model import SHAPES, random_model, tokenizer
 
 
 def fitting_sample(lb, n_tokens: int, tasks=("narrativeqa", "qasper", "gov_report", "hotpotqa", "multi_news")):
@@ -73,6 +46,16 @@ def fitting_sample(lb, n_tokens: int, tasks=("narrativeqa", "qasper", "gov_repor
     need = n_tokens * 1.2 / 1.3
     pool = [s for t in tasks for s in read_task(lb, t) if hasattr(s, "context") and (s.length or 0) >= need]
     return min(pool, key=lambda s: s.length)
+
+
+def reset_peak(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_peak(device: str) -> float:
+    """GiB allocated at the peak since the last reset (0 off the GPU)."""
+    return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else 0.0
 
 
 def sync(device: str):
@@ -96,15 +79,18 @@ def main(argv=None) -> int:
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default=models.DEFAULT_MODEL)
-    ap.add_argument("--random-config", choices=["llama3-8b"], help="random weights of this shape instead")
+    ap.add_argument("--random-config", choices=sorted(SHAPES), help="random weights of this shape instead")
+    ap.add_argument("--tokenizer", help="with --random-config: a local tokenizer folder (default: the default model's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--attn", default="auto", help="with --random-config: sdpa, eager or flash_attention_2")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
 
-    loaded = models.load(args.model, args.device, args.dtype)
     if args.random_config:
-        loaded = random_model(args.random_config, loaded.device, args.dtype, loaded.tokenizer)
+        loaded = random_model(args.random_config, args.device, args.dtype, tokenizer(args.tokenizer), args.attn)
+    else:
+        loaded = models.load(args.model, args.device, args.dtype)
     lb = open_longbench()
     sample = fitting_sample(lb, max(args.lengths))
     cfg = StatsConfig()
@@ -114,7 +100,8 @@ def main(argv=None) -> int:
         f"model={loaded.name} device={loaded.device} dtype={loaded.dtype} attn={loaded.attn_impl} "
         f"threads={torch.get_num_threads()} sample={sample.task}/{sample.sample_id}"
     )
-    print(f"{'tokens':>7} {'prefill_s':>10} {'extract_s':>10} {'ratio':>6} {'rows/s':>10} {'B/row':>6}")
+    print(f"{'tokens':>7} {'prefill_s':>10} {'extract_s':>10} {'ratio':>6} {'rows/s':>10} {'B/row':>6} "
+          f"{'GPU GiB prefill/extract':>24}")  # fmt: skip
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "data")
@@ -122,19 +109,23 @@ def main(argv=None) -> int:
             ids = torch.from_numpy(build_prompt(loaded.tokenizer, lb.prompts[sample.task], sample, n).input_ids)
             bare_prefill(loaded, ids)  # warm-up for this shape
             process_sample(store, loaded, lb, sample, f"bench{n}", n, cfg, overwrite=True)
-            bare, full = [], []
+            bare, full, peak_bare, peak_full = [], [], 0.0, 0.0
             for _ in range(args.repeats):  # interleaved, so drift hits both sides alike
+                reset_peak(loaded.device)
                 bare.append(bare_prefill(loaded, ids))
+                peak_bare = max(peak_bare, gpu_peak(loaded.device))
+                reset_peak(loaded.device)
                 t0 = time.perf_counter()
                 process_sample(store, loaded, lb, sample, f"bench{n}", n, cfg, overwrite=True)
                 sync(loaded.device)
                 full.append(time.perf_counter() - t0)
+                peak_full = max(peak_full, gpu_peak(loaded.device))
             b, f = statistics.median(bare), statistics.median(full)
-            files = list((store.root / "token_stats").rglob(f"run_id=bench{n}/*.parquet"))
+            files = store.files("token_stats", run_id=f"bench{n}")
             import pyarrow.parquet as pq
 
             rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-            size = sum(p.stat().st_size for p in files)
+            size = sum(os.path.getsize(p) for p in files)
             r = {
                 "tokens": len(ids),
                 "prefill_s": b,
@@ -142,11 +133,13 @@ def main(argv=None) -> int:
                 "ratio": f / b,
                 "rows_per_s": rows / f,
                 "bytes_per_row": size / rows,
+                "gpu_peak_prefill_gib": peak_bare,
+                "gpu_peak_extract_gib": peak_full,
             }
             results.append(r)
             print(
                 f"{r['tokens']:>7} {b:>10.3f} {f:>10.3f} {r['ratio']:>6.3f} {r['rows_per_s']:>10.0f} "
-                f"{r['bytes_per_row']:>6.2f}"
+                f"{r['bytes_per_row']:>6.2f} {peak_bare:>11.1f} / {peak_full:>10.1f}"
             )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0

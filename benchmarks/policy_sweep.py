@@ -13,6 +13,8 @@ and the speed ratio (goal >= 4x at 2K tokens on CPU with the default model).
     python benchmarks/policy_sweep.py                                    # hotpotqa sample, 2K tokens
     python benchmarks/policy_sweep.py --task qasper --budget 0.5
     python benchmarks/policy_sweep.py --max-tokens 256 --max-new-tokens 4   # smoke test
+    python benchmarks/policy_sweep.py --random-config llama3-8b --tokenizer DIR --max-tokens 4096 --tolerance 1
+        # GPU, no download; bf16 batched and batch-1 matmuls round differently, hence the looser tolerance
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from extract.prompts import build_prompt
 from transform import decode, decode_batch
 from transform.evaluate import stop_ids
 from transform.policies import Stats, make
+
+try:  # run as a script (python benchmarks/x.py) or imported as benchmarks.x
+    from random_model import SHAPES, random_model, tokenizer
+except ImportError:
+    from benchmarks.random_model import SHAPES, random_model, tokenizer
 
 TOLERANCE = 1e-3  # logits of batched vs batch-1 decoding may differ in the last float bits, no more
 
@@ -91,9 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=2048)
     ap.add_argument("--max-new-tokens", type=int, help="default: LongBench's dataset2maxlen for the task")
     ap.add_argument("--budget", type=float, default=0.25, help="tokens (>= 1) or share (< 1) kept per policy")
+    ap.add_argument("--random-config", choices=sorted(SHAPES), help="random weights of this shape instead")
+    ap.add_argument("--tokenizer", help="with --random-config: a local tokenizer folder (default: the default model's)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest |logit difference| accepted")
     a = ap.parse_args(argv)
 
-    loaded = models.load_cached(a.model)
+    if a.random_config:
+        loaded = random_model(a.random_config, a.device, a.dtype, tokenizer(a.tokenizer))
+    else:
+        loaded = models.load_cached(a.model, a.device, a.dtype)
     lb = open_longbench(a.data_dir)
     prompt = build_prompt(loaded.tokenizer, lb.prompts[a.task], sample_of(lb, a.task), a.max_tokens)
     ids = torch.from_numpy(prompt.input_ids)
@@ -104,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = stats_of(loaded.model, ids)
     keeps = [p.keep_token_idx(stats) for p in pols]  # outside both timings: the warehouse has them
     model = loaded.model
-    print(f"{loaded.name} on {loaded.device}, {a.task}: {n} prompt tokens, {len(pols)} policies, "
+    print(f"{loaded.name} on {loaded.device} ({loaded.dtype}, {loaded.attn_impl})")
+    print(f"{a.task}: {n} prompt tokens, {len(pols)} policies, "
           f"budget {a.budget:g}, up to {max_new} new tokens")  # fmt: skip
 
     def run(prefix, keep) -> tuple[list[int], torch.Tensor, float]:
@@ -161,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"decode, batch of {rows:<2}        : {1000 * seconds / steps:8.1f} ms per step, "
               f"{1000 * seconds / steps / rows:.1f} ms per token per row ({steps} steps, {seconds:.2f} s)")  # fmt: skip
     print(f"differing tokens           : {differ} (batched vs single; a flip needs a near-tie of two logits)")
-    print(f"max |logit difference|     : {worst:8.2e} (steps whose inputs agree; tolerance {TOLERANCE:g})")
-    if worst > TOLERANCE:
+    print(f"max |logit difference|     : {worst:8.2e} (steps whose inputs agree; tolerance {a.tolerance:g})")
+    if torch.cuda.is_available() and loaded.device.startswith("cuda"):
+        print(f"peak GPU memory            : {torch.cuda.max_memory_allocated() / 2**30:8.1f} GiB")
+    if worst > a.tolerance:
         print("FAILED: batched and single decoding disagree beyond the tolerance", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU check: one script that fits in 8 minutes on one H100/H200 (issue 8, part 4). It prints
+#   1. extraction / bare prefill, bf16 + sdpa, a random Llama-3-8B-shaped model, at 4K and 16K tokens,
+#      with peak GPU memory of each (benchmarks/extract_overhead.py; goal <= 1.05);
+#   2. the one-prefill sweep's speed-up at 8 policies, at 4K and 16K tokens (benchmarks/policy_sweep.py).
+# The GPU machine cannot download anything and its transformers (5.17) is older than this project's floor, so
+# the wheels it lacks, a tokenizer and a few LongBench tasks travel in .gpu_bundle/ (git-ignored, ~45 MB).
+# flash-attn has no wheel for that machine: sdpa is what is measured.
+#
+#   benchmarks/gpu_check.sh --prepare    here, with PyPI reachable: fill .gpu_bundle/
+#   benchmarks/gpu_check.sh              there, from the repo root, with .gpu_bundle carried along
+#   benchmarks/gpu_check.sh --smoke      here: the same steps on a tiny random model on the CPU (~1 minute)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=.gpu_bundle
+PY=${PYTHON:-python3}
+
+if [ "${1:-}" = "--prepare" ]; then
+  PY=${PYTHON:-.venv/bin/python}
+  rm -rf "$B" && mkdir -p "$B/whl" "$B/tokenizer" "$B/longbench/config" "$B/longbench/data"
+  # exactly the versions tested here; --no-deps: the machine has their other needs (hub 1.33, tokenizers 0.23)
+  for pkg in transformers duckdb regex; do
+    ver=$("$PY" -c "from importlib.metadata import version; print(version('$pkg'))")
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 -d "$B/whl" "$pkg==$ver"
+  done
+  tok=$("$PY" -c "from extract import model as m; print(m.converted_gguf()[0])")  # the default model's tokenizer
+  cp "$tok"/tokenizer.json "$tok"/tokenizer_config.json "$tok"/config.json "$B/tokenizer/"
+  cp "$tok"/chat_template.jinja "$B/tokenizer/" 2>/dev/null || true
+  lb=$("$PY" -c "from extract.longbench import default_data_dir; print(default_data_dir())")
+  cp "$lb"/config/*.json "$B/longbench/config/"
+  for t in narrativeqa qasper gov_report hotpotqa multi_news; do cp "$lb/data/$t.jsonl" "$B/longbench/data/"; done
+  du -sh "$B"
+  exit 0
+fi
+
+SHAPE=llama3-8b DEV=cuda DTYPE=bfloat16 LENGTHS="4096 16384" REPEATS=3 TOK="$B/tokenizer"
+if [ "${1:-}" = "--smoke" ]; then
+  PY=${PYTHON:-.venv/bin/python} SHAPE=tiny DEV=cpu DTYPE=float32 LENGTHS="256 512" REPEATS=1
+else
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$B"/whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" KVW_LONGBENCH="$PWD/$B/longbench" PYTHONUNBUFFERED=1
+export KVW_CACHE=${KVW_CACHE:-/tmp/kvw-cache}
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+
+"$PY" - <<'EOF'
+import platform, torch, transformers, duckdb, pyarrow
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+print(f"python {platform.python_version()} torch {torch.__version__} transformers {transformers.__version__} "
+      f"duckdb {duckdb.__version__} pyarrow {pyarrow.__version__}; {gpu}")
+EOF
+
+echo "== 1. extraction vs bare prefill ($SHAPE, $DTYPE, sdpa) =="
+# shellcheck disable=SC2086
+"$PY" benchmarks/extract_overhead.py --random-config "$SHAPE" --tokenizer "$TOK" --device "$DEV" --dtype "$DTYPE" \
+  --attn sdpa --lengths $LENGTHS --repeats "$REPEATS" --json "$OUT/extract_overhead.json"
+
+for n in $LENGTHS; do
+  task=hotpotqa
+  [ "$n" -gt 8192 ] && task=narrativeqa  # hotpotqa samples here stop near 14K tokens
+  echo "== 2. one prefill for 8 policies vs 8 prefills, $n tokens ($task) =="
+  # bf16: batched and batch-1 matmuls round differently, so tokens may flip after a near-tie; speed is the point
+  "$PY" benchmarks/policy_sweep.py --random-config "$SHAPE" --tokenizer "$TOK" --device "$DEV" --dtype "$DTYPE" \
+    --task "$task" --max-tokens "$n" --max-new-tokens 32 --tolerance 1e9
+done
