@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 
-import duckdb
 import pyarrow as pa
 
 from extract.longbench import LongBench, Sample, Skip, read_task
@@ -157,15 +156,17 @@ def write_run(
     store: Store, loaded: Loaded, run_id: str, parameters: dict, started_at: datetime, seconds: float
 ) -> dict:
     """Upsert the run's row: totals are recounted from the files, so they are right after any crash."""
-    con = duckdb.connect()
-    base = store.root
-    glob = lambda t: str(base / t / f"model={loaded.name}" / "*" / f"run_id={run_id}" / "*.parquet")  # noqa: E731
     samples, tokens = 0, 0
-    if list((base / "samples" / f"model={loaded.name}").glob(f"*/run_id={run_id}/*.parquet")):
-        samples, tokens = con.execute(
-            "SELECT count(*), coalesce(sum(n_tokens), 0) FROM read_parquet(?)", [glob("samples")]
-        ).fetchone()
-    skipped = len(list((base / "skipped" / f"model={loaded.name}").glob(f"*/run_id={run_id}/*.parquet")))
+    files = store.files("samples", model=loaded.name, run_id=run_id)
+    if files:
+        con = store.connect()
+        try:
+            samples, tokens = con.execute(
+                "SELECT count(*), coalesce(sum(n_tokens), 0) FROM read_parquet(?)", [[str(f) for f in files]]
+            ).fetchone()
+        finally:
+            con.close()
+    skipped = len(store.files("skipped", model=loaded.name, run_id=run_id))
     prev = None
     if store.exists("runs", "run", model=loaded.name, run_id=run_id):
         prev = store.read("runs", "run", model=loaded.name, run_id=run_id).to_pylist()[0]

@@ -27,7 +27,6 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from transform import samples as selection
 from transform import settings as settings_mod
@@ -66,8 +65,10 @@ def register_policies(store: Store, policies: Sequence[Policy]) -> None:
     """Each policy's row in `policies` (written once per policy_id; rows of older versions are completed)."""
     for policy in policies:
         pid = policy.policy_id
-        path = store.path("policies", pid, policy_id=pid)
-        if path.exists() and "ranking_id" in pq.read_schema(path).names:
+        if (
+            store.exists("policies", pid, policy_id=pid)
+            and "ranking_id" in store.read_schema(store.path("policies", pid, policy_id=pid)).names
+        ):
             continue
         store.write("policies", policy_rows([policy]), pid)
 
@@ -186,7 +187,7 @@ def stats_columns(store: Store, refs: Sequence) -> set[str]:
     have: set[str] | None = None
     for r in refs:
         path = store.path("token_stats", r.sample_id, model=r.model, task=r.task, run_id=r.run_id)
-        names = set(pq.read_schema(path).names)
+        names = set(store.read_schema(path).names)
         have = names if have is None else have & names
     return have or set()
 
@@ -251,7 +252,7 @@ def rank(
     runs = sorted({r.run_id for r in refs})
     base = settings_mod.QUESTION_AWARE.name  # what a setting-free ranking sorts; the others point at it
     statements = ranked = existing = files = 0
-    con = duckdb.connect()
+    con = store.connect()
     try:
         for ranking_id, policy in by_ranking.items():
             todo: dict[str, list] = {}
@@ -391,8 +392,7 @@ def load_stats(store: Store, ref, setting: str = "question_aware") -> Stats:
     """A sample's statistics as the policy sees them in `setting` (the reference's input)."""
     s = settings_mod.get(setting)
     cols = ["layer", "kv_head", "position", "key_norm", "value_norm", s.attn_column]
-    t = pq.read_table(store.path("token_stats", ref.sample_id, model=ref.model, task=ref.task, run_id=ref.run_id),
-                      columns=cols)  # fmt: skip
+    t = store.read("token_stats", ref.sample_id, columns=cols, model=ref.model, task=ref.task, run_id=ref.run_id)
     layer, head, pos = (t[c].to_numpy().astype(np.int64) for c in cols[:3])
     L, H, T = layer.max() + 1, head.max() + 1, pos.max() + 1
     n = cache_len(ref, setting)

@@ -3,20 +3,20 @@
 The database file holds no data, only view definitions, so it is rebuilt in
 milliseconds after every write and can be opened with the plain `duckdb` CLI.
 It is built beside its final path and renamed into place, so a reader never
-sees half a catalog.
+sees half a catalog. The catalog is always a local file; the Parquet files it
+views may be on an object store (s3://...): every connection opened here
+registers the filesystems its views name (warehouse/remote.py), so a catalog
+over S3 opens in any process that has the credentials.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from warehouse import config
+from warehouse import config, remote
 from warehouse.schemas import TABLES, Table
 from warehouse.store import Store
 
@@ -33,25 +33,13 @@ def _quote(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _empty_file(store: Store, table: Table) -> Path:
-    """A zero-row Parquet file with the table's schema, so an empty view still has typed columns."""
-    digest = hashlib.sha256(table.schema.to_string().encode()).hexdigest()[:12]  # a new schema, a new file
-    path = store.root / "_empty" / f"{table.name}-{digest}.parquet"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        pq.write_table(pa.Table.from_pylist([], schema=table.schema), tmp)
-        os.replace(tmp, path)
-    return path
-
-
 def table_sql(store: Store, table: Table) -> str:
     if store.files(table.name):
         return (
             f"SELECT * FROM read_parquet({_quote(store.glob(table.name))}, "
             "hive_partitioning = true, union_by_name = true)"
         )
-    return f"SELECT * FROM read_parquet({_quote(_empty_file(store, table))})"
+    return f"SELECT * FROM read_parquet({_quote(store.empty_file(table))})"
 
 
 def view_files() -> list[Path]:
@@ -70,7 +58,7 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store) -> None:
 
 def memory(store: Store) -> duckdb.DuckDBPyConnection:
     """An in-memory catalog over the store's current files (never a stale one): what transforms query."""
-    con = duckdb.connect()
+    con = store.connect()
     create_views(con, store)
     return con
 
@@ -83,7 +71,7 @@ def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Pa
     tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        con = duckdb.connect(str(tmp))
+        con = store.connect(str(tmp))
         try:
             create_views(con, store)
             con.execute("CHECKPOINT")
@@ -97,8 +85,15 @@ def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Pa
 
 
 def connect(db: str | os.PathLike | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """Open the catalog; builds it first if it does not exist yet."""
+    """Open the catalog (built first if it does not exist yet), able to read the object stores its views name."""
     db = Path(db or config.db_path())
     if not db.exists():
         build(db=db)
-    return duckdb.connect(str(db), read_only=read_only)
+    con = duckdb.connect(str(db), read_only=read_only)
+    try:
+        views = con.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()
+        remote.register(con, remote.protocols_in(v for (v,) in views))
+    except BaseException:
+        con.close()
+        raise
+    return con

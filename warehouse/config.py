@@ -13,8 +13,17 @@ def _env_path(var: str, default: Path) -> Path:
     return Path(value).expanduser().resolve() if value else default
 
 
-def data_root() -> Path:
-    """Parquet files (KVW_DATA, default warehouse/data)."""
+def _is_url(value: object) -> bool:
+    from warehouse.remote import is_url
+
+    return is_url(value)
+
+
+def data_root() -> Path | str:
+    """Parquet files (KVW_DATA, default warehouse/data): a folder, or an object-store URL (s3://bucket/prefix)."""
+    value = os.environ.get("KVW_DATA")
+    if _is_url(value):
+        return value.rstrip("/")
     return _env_path("KVW_DATA", REPO / "warehouse" / "data")
 
 
@@ -33,8 +42,12 @@ def reports_dir() -> Path:
     return _env_path("KVW_REPORTS", REPO / "reports" / "out")
 
 
-def locations(output: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """(Parquet root, catalog file) of a warehouse folder given as a flow's `output`, or the defaults."""
+def locations(output: str | os.PathLike | None = None) -> tuple[Path | str, Path]:
+    """(Parquet root, catalog file) of a warehouse folder given as a flow's `output`, or the defaults.
+    An object-store `output` (s3://bucket/prefix) holds the Parquet under `<output>/data`; its catalog is the
+    local default one (KVW_DB), since DuckDB writes database files only to local disk."""
+    if _is_url(output):
+        return f"{str(output).rstrip('/')}/data", db_path()
     if output:
         base = Path(output).expanduser().resolve()
         return base / "data", base / "kv.duckdb"

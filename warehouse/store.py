@@ -6,6 +6,11 @@ Per-sample tables name a file after its sample. Tables written many samples at a
 `quality`) use `write_batch`: one file per partition per write, named after a digest of the keys it
 holds, so the same rows always land under the same name; `drop_keys` rewrites files without some keys
 before they are written again, so no key is ever in two files.
+
+The root is a local folder or an object-store URL (`s3://bucket/prefix`, through fsspec: warehouse/remote.py).
+Locally a file is written to a temp name and renamed; on an object store it is written once under its final
+name (a PUT is atomic: readers see the old object or the new one), so there are no temp objects to clean.
+Paths are `Path`s under a local root and URL strings under a remote one.
 """
 
 from __future__ import annotations
@@ -22,10 +27,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from warehouse import remote
+from warehouse.remote import StoreError
 from warehouse.schemas import TABLES, Table
 
 _SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")
 TMP_PREFIX = ".tmp-"
+StorePath = Path | str  # a Path under a local root, a URL under an object-store root
+
+__all__ = ["SchemaError", "Store", "StoreError", "StorePath", "check_partition_value", "conform"]
 
 
 class SchemaError(ValueError):
@@ -73,50 +83,131 @@ def _encodings(schema: pa.Schema) -> dict:
 
 
 class Store:
-    """Parquet files under `root/<table>/<part>=<value>/.../<name>.parquet`."""
+    """Parquet files under `root/<table>/<part>=<value>/.../<name>.parquet`, `root` a folder or a URL."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
+        self.remote = remote.is_url(root)
+        if self.remote:
+            self.root: StorePath = str(root).rstrip("/")
+            self.fs = remote.filesystem(self.root)  # no I/O yet: the first use checks the bucket (check())
+            self._checked = False
+        else:
+            self.root = Path(str(root).removeprefix("file://")).resolve()
+            self.fs = None
 
-    def dir(self, table: str, **parts: object) -> Path:
-        spec = TABLES[table]
-        path = self.root / table
-        for p in spec.partitions:
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    def _join(self, *parts: str) -> StorePath:
+        if self.remote:
+            return "/".join([self.root, *parts])
+        return self.root.joinpath(*parts)
+
+    def dir(self, table: str, **parts: object) -> StorePath:
+        return self._join(*self._segments(table, parts))
+
+    def path(self, table: str, name: str, **parts: object) -> StorePath:
+        return self._join(*self._segments(table, parts), f"{check_partition_value('file', name)}.parquet")
+
+    @staticmethod
+    def _segments(table: str, parts: dict) -> list[str]:
+        names = [table]
+        for p in TABLES[table].partitions:
             if p not in parts:
                 raise ValueError(f"{table}: partition {p!r} is required")
-            path = path / f"{p}={check_partition_value(p, parts[p])}"
-        return path
-
-    def path(self, table: str, name: str, **parts: object) -> Path:
-        return self.dir(table, **parts) / f"{check_partition_value('file', name)}.parquet"
+            names.append(f"{p}={check_partition_value(p, parts[p])}")
+        return names
 
     def glob(self, table: str) -> str:
-        return str(self.root / table / "**" / "*.parquet")
+        return str(self._join(table, "**", "*.parquet"))
 
-    def files(self, table: str, prefix: str | None = None, **parts: object) -> list[Path]:
-        """The table's files, pruned by the partition values given (any subset) and a file-name prefix."""
-        base = self.root / table
-        if not base.exists():
-            return []
+    def files(self, table: str, prefix: str | None = None, **parts: object) -> list[StorePath]:
+        """The table's files, pruned by the partition values given (any subset) and a file-name prefix.
+        Remotely, objects under the table that do not fit its layout raise StoreError (never skipped)."""
         pattern = [f"{p}={check_partition_value(p, parts[p])}" if p in parts else "*" for p in TABLES[table].partitions]
         unknown = set(parts) - set(TABLES[table].partitions)
         if unknown:
             raise ValueError(f"{table}: {sorted(unknown)} are not partitions; partitions: {TABLES[table].partitions}")
         name = f"{prefix}*.parquet" if prefix else "*.parquet"
+        if self.remote:
+            return self._remote_files(table, pattern, name)
+        base = self.root / table
+        if not base.exists():
+            return []
         return sorted(base.glob("/".join([*pattern, name])))
 
+    def _remote_files(self, table: str, pattern: list[str], name: str) -> list[str]:
+        """One recursive listing under the longest fixed prefix (an object store lists by prefix, not by
+        folder), every object checked against the layout."""
+        fixed = []
+        for part in pattern:
+            if part == "*":
+                break
+            fixed.append(part)
+        base = str(self._join(table, *fixed))
+        listing = self._list(base)
+        partitions = (rf"{p}=[^/]+" for p in TABLES[table].partitions)
+        layout = re.compile("^" + "/".join([re.escape(table), *partitions, r"[^/]+\.parquet"]) + "$")
+        wanted = re.compile("^" + "/".join([re.escape(table), *(_glob_re(p) for p in pattern), _glob_re(name)]) + "$")
+        found, foreign = [], []
+        for rel, size in listing:
+            if not layout.match(rel) or size < 12:  # a Parquet file is at least its magic bytes and footer
+                foreign.append(rel)
+            elif wanted.match(rel):
+                found.append(str(self._join(rel)))
+        if foreign:
+            raise StoreError(
+                f"{self.root}/{table}/ holds {len(foreign)} object(s) that are not warehouse files, e.g. "
+                f"{', '.join(self.root + '/' + f for f in foreign[:3])}; a {table} file is "
+                f"{'/'.join([table, *(f'{p}=<value>' for p in TABLES[table].partitions)])}/<name>.parquet. "
+                "Move them, or give the warehouse a prefix of its own"
+            )
+        return sorted(found)
+
+    def _list(self, base: str) -> list[tuple[str, int]]:
+        """(path relative to the root, size) of every object under `base`."""
+        self.check()
+        with remote.explained(base):
+            found = self.fs.find(remote.key(base), detail=True)
+        start = len(remote.key(self.root)) + 1
+        return [(k[start:], int(v.get("size") or 0)) for k, v in found.items() if v.get("type") != "directory"]
+
+    def check(self) -> None:
+        """Remote roots: can the bucket be listed with these credentials? (Once per Store; a missing bucket or
+        refused credentials raise StoreError naming the bucket, before any work is done.)"""
+        if not self.remote or self._checked:
+            return
+        with remote.explained(self.root):
+            self.fs.ls(remote.key(remote.bucket_url(self.root)), detail=False)
+        self._checked = True
+
     def exists(self, table: str, name: str, **parts: object) -> bool:
-        return self.path(table, name, **parts).exists()
+        path = self.path(table, name, **parts)
+        if not self.remote:
+            return path.exists()
+        self.check()
+        with remote.explained(path):
+            try:
+                return self.fs.info(remote.key(path)).get("type") == "file"
+            except FileNotFoundError:
+                return False
 
     def remove(self, table: str, name: str, **parts: object) -> bool:
         path = self.path(table, name, **parts)
+        if self.remote:
+            if not self.exists(table, name, **parts):
+                return False
+            with remote.explained(path):
+                self.fs.rm_file(remote.key(path))
+            return True
         try:
             path.unlink()
             return True
         except FileNotFoundError:
             return False
 
-    def write(self, table: str, data: pa.Table, name: str, schema: pa.Schema | None = None) -> Path:
+    def write(self, table: str, data: pa.Table, name: str, schema: pa.Schema | None = None) -> StorePath:
         """Write one file atomically; partition values come from the data's own columns."""
         spec = TABLES[table]
         data = conform(spec, data, schema)
@@ -127,17 +218,33 @@ class Store:
                 raise SchemaError(f"{table}: one file holds one {p}, got {values[:5]}")
             parts[p] = values[0]
         path = self.path(table, name, **parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.remote:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._replace(path, data)  # temp names do not end in .parquet: globs skip them
         return path
 
-    def read(self, table: str, name: str, **parts: object) -> pa.Table:
-        return pq.read_table(self.path(table, name, **parts))
+    def read(self, table: str, name: str, columns: list[str] | None = None, **parts: object) -> pa.Table:
+        return self.read_file(self.path(table, name, **parts), columns)
+
+    def read_file(self, path: StorePath, columns: list[str] | None = None) -> pa.Table:
+        """One of this store's files (a path `files()` or `path()` gave)."""
+        if not self.remote:
+            return pq.read_table(path, columns=columns)
+        with remote.explained(str(path)):
+            return pq.read_table(remote.key(str(path)), columns=columns, filesystem=self.fs)
+
+    def read_schema(self, path: StorePath) -> pa.Schema:
+        """The schema in a file's footer (reads the footer only)."""
+        if not self.remote:
+            return pq.read_schema(path)
+        with remote.explained(str(path)), self.fs.open(remote.key(str(path)), "rb") as f:
+            return pq.read_schema(f)
 
     def scan(self, table: str, **parts: object):
         """The table as a polars LazyFrame over the same files DuckDB reads, pruned by the partitions given
         (`scan("token_stats", task="qasper")` opens only that task's files); typed like the declared schema
-        even where older files lack a newer column."""
+        even where older files lack a newer column. Remote files are read by polars' own object-store client,
+        which takes credentials from the same standard variables."""
         import polars as pl
 
         schema = pl.from_arrow(pa.Table.from_pylist([], schema=TABLES[table].schema)).schema
@@ -146,9 +253,18 @@ class Store:
             return pl.LazyFrame(schema=schema)
         return pl.scan_parquet(files, schema=schema, hive_partitioning=False, missing_columns="insert")
 
+    def connect(self, database: str = ":memory:", read_only: bool = False):
+        """A DuckDB connection that can read this store's files (remote: its filesystem registered)."""
+        import duckdb
+
+        con = duckdb.connect(database, read_only=read_only)
+        if self.remote:
+            remote.register(con, [remote.protocol(self.root)])
+        return con
+
     def write_batch(
         self, table: str, data: pa.Table, prefix: str, key: Iterable[str], rows_per_file: int, presorted: bool = False
-    ) -> list[Path]:
+    ) -> list[StorePath]:
         """Write rows of many partitions: per partition, files of about `rows_per_file` rows (whole `key[0]`
         groups, e.g. whole samples), each named `<prefix>.<digest of its keys>`; atomic per file. Rows are
         sorted by partitions then `key` (`presorted`: the caller did it, saving a copy of large rows)."""
@@ -166,21 +282,21 @@ class Store:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # Parquet writes release the GIL
             return list(pool.map(lambda item: self.write(table, *item), named))
 
-    def keys(self, files: list[Path], columns: list[str]) -> set[tuple]:
+    def keys(self, files: list[StorePath], columns: list[str]) -> set[tuple]:
         """The distinct values of `columns` held by these files (reads only those columns)."""
         found: set[tuple] = set()
         for f in files:
-            t = pq.read_table(f, columns=columns).group_by(columns).aggregate([])
+            t = self.read_file(f, columns).group_by(columns).aggregate([])
             found.update(zip(*(t[c].to_pylist() for c in columns), strict=True))
         return found
 
-    def drop_keys(self, files: list[Path], columns: list[str], keys: Iterable[tuple]) -> int:
+    def drop_keys(self, files: list[StorePath], columns: list[str], keys: Iterable[tuple]) -> int:
         """Rewrite each file without the rows whose `columns` values are one of `keys` (delete it when nothing
         is left); returns the rows dropped. A crash in between leaves those keys missing, never twice."""
         wanted = pa.array(sorted({_SEP.join(map(str, k)) for k in keys}), pa.string())
         dropped = 0
         for f in files:
-            t = pq.read_table(f)
+            t = self.read_file(f)
             hit = pc.is_in(_joined(t, columns), value_set=wanted)
             n = pc.sum(hit).as_py() or 0
             if not n:
@@ -188,6 +304,9 @@ class Store:
             rest = t.filter(pc.invert(hit))
             if rest.num_rows:
                 self._replace(f, rest)
+            elif self.remote:
+                with remote.explained(str(f)):
+                    self.fs.rm_file(remote.key(str(f)))
             else:
                 f.unlink(missing_ok=True)
             dropped += n
@@ -207,7 +326,27 @@ class Store:
             dropped += self.drop_keys(files, key, keys)
         return dropped
 
-    def _replace(self, path: Path, data: pa.Table) -> None:
+    def empty_file(self, table: Table) -> StorePath:
+        """A zero-row Parquet file with the table's schema (under `_empty/`, outside every table), so an
+        empty view still has typed columns; named after the schema, so a new schema gets a new file."""
+        digest = hashlib.sha256(table.schema.to_string().encode()).hexdigest()[:12]
+        path = self._join("_empty", f"{table.name}-{digest}.parquet")
+        empty = pa.Table.from_pylist([], schema=table.schema)
+        if self.remote:
+            self.check()
+            with remote.explained(str(path)):
+                if not self.fs.exists(remote.key(path)):
+                    self._put(path, empty)
+            return path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._replace(path, empty)
+        return path
+
+    def _replace(self, path: StorePath, data: pa.Table) -> None:
+        if self.remote:
+            self._put(path, data)
+            return
         tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}-{uuid.uuid4().hex}")  # the writer's pid
         try:
             pq.write_table(data, tmp, **_encodings(data.schema))
@@ -215,9 +354,23 @@ class Store:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def _put(self, url: str, data: pa.Table) -> None:
+        """Encode the whole file in memory, then one PUT under its final name: an object store makes it
+        visible whole or not at all (a failed encode uploads nothing; a streamed upload could commit a
+        truncated file when an error closes it)."""
+        self.check()
+        buf = pa.BufferOutputStream()
+        pq.write_table(data, buf, **_encodings(data.schema))
+        with remote.explained(url):
+            self.fs.pipe_file(remote.key(url), buf.getvalue().to_pybytes())
+
     def clean_tmp(self, table: str | None = None) -> int:
         """Delete temp files left by killed writers (of one table, or all); returns how many. A temp file
-        whose writer process is still running on this machine is left alone: it is being written."""
+        whose writer process is still running on this machine is left alone: it is being written.
+        Remotely nothing is ever written under a temp name: this only checks the bucket (check())."""
+        if self.remote:
+            self.check()
+            return 0
         n = 0
         for tmp in self._tmp_files(table):
             if _writer_alive(tmp.name):
@@ -230,6 +383,11 @@ class Store:
         base = self.root / table if table else self.root
         if base.exists():
             yield from base.rglob(f"{TMP_PREFIX}*")
+
+
+def _glob_re(pattern: str) -> str:
+    """A one-level glob (`*` within a path segment) as a regular expression."""
+    return "[^/]*".join(re.escape(piece) for piece in pattern.split("*"))
 
 
 def _writer_alive(name: str) -> bool:
