@@ -25,6 +25,9 @@ def command(name: str, help: str, args: Callable[[argparse.ArgumentParser], None
 def _sql_args(p):
     p.add_argument("query", nargs="?", help="SQL to run (read from stdin when omitted)")
     p.add_argument("--db", help="catalog file (default warehouse/kv.duckdb or $KVW_DB)")
+    p.add_argument(
+        "--data", help="query this Parquet root instead (a folder or s3://bucket/prefix/data): views made in memory"
+    )
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     p.add_argument("--max-rows", type=int, default=40)
 
@@ -39,7 +42,13 @@ def _sql(a) -> int:
     if not query.strip():
         print("kvw sql: no query given", file=sys.stderr)
         return 2
-    con = catalog.connect(a.db, read_only=True)
+    from warehouse.store import Store, StoreError
+
+    try:
+        con = catalog.memory(Store(a.data)) if a.data else catalog.connect(a.db, read_only=True)
+    except StoreError as err:
+        print(f"kvw sql: {err}", file=sys.stderr)
+        return 1
     try:
         rel = con.sql(query)
         if rel is None:
