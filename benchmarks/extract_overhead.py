@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -74,6 +75,20 @@ def bare_prefill(loaded, ids: torch.Tensor) -> float:
     return time.perf_counter() - t0
 
 
+def pipelined(store, loaded, lb, sample, ids, n: int, cfg, k: int, workers: int) -> dict:
+    """`k` extractions on `workers` threads (what a flow run does with concurrent tasks) vs `k` bare prefills."""
+    t0 = time.perf_counter()
+    for _ in range(k):
+        bare_prefill(loaded, ids)
+    bare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda i: process_sample(store, loaded, lb, sample, f"pipe{n}-{i}", n, cfg, True), range(k)))
+    sync(loaded.device)
+    full = time.perf_counter() - t0
+    return {"pipe_samples": k, "pipe_bare_s": bare, "pipe_extract_s": full, "pipe_ratio": full / bare}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
@@ -84,6 +99,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--attn", default="auto", help="with --random-config: sdpa, eager or flash_attention_2")
+    ap.add_argument("--pipeline", type=int, default=0, help="also time this many samples extracted by concurrent "
+                    "threads (prefill under extract.sample.DEVICE_LOCK, tokenizing and writing overlapped), against "
+                    "as many bare prefills: the throughput ratio of a run, not one sample's latency")  # fmt: skip
+    ap.add_argument("--workers", type=int, default=3, help="threads for --pipeline")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -141,6 +160,12 @@ def main(argv=None) -> int:
                 f"{r['tokens']:>7} {b:>10.3f} {f:>10.3f} {r['ratio']:>6.3f} {r['rows_per_s']:>10.0f} "
                 f"{r['bytes_per_row']:>6.2f} {peak_bare:>11.1f} / {peak_full:>10.1f}"
             )
+            if args.pipeline:
+                r.update(pipelined(store, loaded, lb, sample, ids, n, cfg, args.pipeline, args.workers))
+                print(
+                    f"{'':>7} pipelined, {args.pipeline} samples on {args.workers} threads: {r['pipe_bare_s']:.3f} s "
+                    f"of bare prefills vs {r['pipe_extract_s']:.3f} s extracting, ratio {r['pipe_ratio']:.3f}"
+                )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
     print(f"peak RSS {peak:.0f} MiB" + (f", peak GPU memory {gpu:.1f} GiB" if gpu else ""))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: one script that fits in 8 minutes on one H100/H200 (issue 8, part 4). It prints
-#   1. extraction / bare prefill, bf16 + sdpa, a random Llama-3-8B-shaped model, at 4K and 16K tokens,
+#   1. extraction / bare prefill, bf16 + sdpa, a random Llama-3-8B-shaped model, at 4K and 16K tokens: one
+#      sample alone, and 8 samples on 4 threads (prefill serialised, tokenizing and writing overlapped),
 #      with peak GPU memory of each (benchmarks/extract_overhead.py; goal <= 1.05);
 #   2. the one-prefill sweep's speed-up at 8 policies, at 4K and 16K tokens (benchmarks/policy_sweep.py).
 # The GPU machine cannot download anything and its transformers (5.17) is older than this project's floor, so
@@ -57,7 +58,7 @@ EOF
 echo "== 1. extraction vs bare prefill ($SHAPE, $DTYPE, sdpa) =="
 # shellcheck disable=SC2086
 "$PY" benchmarks/extract_overhead.py --random-config "$SHAPE" --tokenizer "$TOK" --device "$DEV" --dtype "$DTYPE" \
-  --attn sdpa --lengths $LENGTHS --repeats "$REPEATS" --json "$OUT/extract_overhead.json"
+  --attn sdpa --lengths $LENGTHS --repeats "$REPEATS" --pipeline 8 --workers 4 --json "$OUT/extract_overhead.json"
 
 for n in $LENGTHS; do
   task=hotpotqa

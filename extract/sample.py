@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,11 @@ from extract.longbench import LongBench, Sample
 from extract.model import Loaded
 from extract.prompts import Prompt, build_prompt
 from warehouse import schemas
+
+# One sample at a time on the accelerator. Threads extracting several samples queue here for the prefill and
+# the statistics, while tokenizing the next prompt and writing the last sample's Parquet overlap it: on a GPU
+# those CPU steps cost 4-6x the prefill, so run one after the other they, not the model, set the pace.
+DEVICE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -163,25 +169,31 @@ def extract_sample(
     """Prefill one sample and compute every table; nothing is written here."""
     prompt = build_prompt(loaded.tokenizer, lb.prompts[sample.task], sample, max_tokens)
     ranges = prompt.ranges()
-    pf = prefill(loaded.model, torch.from_numpy(prompt.input_ids), cfg.window, ranges["context_end"])
-    t0 = time.perf_counter()
-    K, V = pf.keys, pf.values
     n = prompt.n_tokens
-    if K.shape[2] != n:
-        raise RuntimeError(f"cache holds {K.shape[2]} positions for a {n}-token prompt")
-    L, H = K.shape[:2]
+    kv = None
+    with DEVICE_LOCK:  # the accelerator's part: prefill, then statistics reduced to small CPU tensors
+        pf = prefill(loaded.model, torch.from_numpy(prompt.input_ids), cfg.window, ranges["context_end"])
+        t0 = time.perf_counter()
+        K, V = pf.keys, pf.values
+        if K.shape[2] != n:
+            raise RuntimeError(f"cache holds {K.shape[2]} positions for a {n}-token prompt")
+        L, H = K.shape[:2]
+        ts, ls = stats.token_stats(K, V), stats.layer_stats(K, V, cfg.sparsity_rel)
+        attn, attn_ctx = (None if t is None else t.float().cpu() for t in (pf.attn_received, pf.attn_received_context))
+        if cfg.raw_kv:
+            kv = kv_table(run_id, loaded.name, sample, K, V, cfg)
+        prefill_s = pf.seconds
+        del pf, K, V  # the cache goes back to the allocator before the next sample's prefill
     ts_keys = _key_columns(run_id, loaded.name, sample, L * H * n)
     tables = {
         "tokens": tokens_table(_key_columns(run_id, loaded.name, sample, n), prompt),
-        "token_stats": token_stats_table(ts_keys, stats.token_stats(K, V), pf.attn_received, pf.attn_received_context),
-        "layer_stats": layer_stats_table(
-            _key_columns(run_id, loaded.name, sample, L * H), stats.layer_stats(K, V, cfg.sparsity_rel)
-        ),
+        "token_stats": token_stats_table(ts_keys, ts, attn, attn_ctx),
+        "layer_stats": layer_stats_table(_key_columns(run_id, loaded.name, sample, L * H), ls),
     }
-    if cfg.raw_kv:
-        tables["kv"] = kv_table(run_id, loaded.name, sample, K, V, cfg)
+    if kv is not None:
+        tables["kv"] = kv
     stats_s = time.perf_counter() - t0
     tables["samples"] = samples_table(
-        _key_columns(run_id, loaded.name, sample, 1), sample, prompt, lb, pf.seconds, stats_s
+        _key_columns(run_id, loaded.name, sample, 1), sample, prompt, lb, prefill_s, stats_s
     )
     return tables
