@@ -1,4 +1,4 @@
-"""`kvw`: the project's command line (ad-hoc SQL, catalog, serving, data download).
+"""`kvw`: the project's command line (ad-hoc SQL, catalog, serving, work-pool workers, data download).
 
 Each subcommand is a thin wrapper over an importable function; `kvw <cmd> -h` for options.
 """
@@ -89,6 +89,54 @@ def _serve(a) -> int:
     from flows.serve import main
 
     return main()
+
+
+def _deploy_args(p):
+    p.add_argument("--pool", required=True, help="process work pool to register on (created when missing)")
+    p.add_argument("--source", help="folder holding this repository, as every worker sees it (default: this one)")
+
+
+@command("deploy", "register the shard deployments (extract-shard, evaluate-shard) on a work pool", _deploy_args)
+def _deploy(a) -> int:
+    import os
+
+    from flows.deploy import deploy
+
+    if not os.environ.get("PREFECT_API_URL"):
+        print("kvw deploy: PREFECT_API_URL is not set (`source scripts/env.sh`)", file=sys.stderr)
+        return 2
+    kw = {"source": a.source} if a.source else {}
+    for name in deploy(a.pool, **kw):
+        print(f"{name} on pool {a.pool}")
+    print(f"now: kvw worker --pool {a.pool} --gpu N (or --cpu N --threads T), then run with -p work_pool={a.pool}")
+    return 0
+
+
+def _worker_args(p):
+    p.add_argument("--pool", required=True, help="work pool to poll (see `kvw deploy`)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--gpu", type=int, metavar="N", help="one worker per GPU 0..N-1, pinned by CUDA_VISIBLE_DEVICES")
+    g.add_argument("--gpus", metavar="0,1,...", help="one worker per listed GPU id")
+    g.add_argument("--cpu", type=int, metavar="N", help="N CPU workers (no GPU visible)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / N on CPU; torch's on GPU)")
+    p.add_argument("--name", default=None, help="worker name prefix (default: the host name)")
+
+
+@command("worker", "start one Prefect process worker per GPU (or CPU slice) on a pool; Ctrl-C stops them", _worker_args)
+def _worker(a) -> int:
+    import socket
+
+    from flows.worker import run_workers, slots
+
+    gpus = [g.strip() for g in a.gpus.split(",") if g.strip()] if a.gpus else None
+    if a.gpu is not None:
+        gpus = [str(i) for i in range(a.gpu)]
+    try:
+        chosen = slots(gpus, a.cpu, a.threads, a.name or socket.gethostname())
+    except ValueError as err:
+        print(f"kvw worker: {err}", file=sys.stderr)
+        return 2
+    return run_workers(a.pool, chosen)
 
 
 def _dl_args(p):

@@ -8,15 +8,20 @@ summary artifact. The work is in transform/evaluate_run.py and transform/evaluat
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import asdict
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed
 
 from extract.longbench import open_longbench
+from flows import fanout, worker
 from flows.params import as_list
+from flows.shards import DEFAULT_SHARD_SIZE, Shard, counts_by_task, lost_work, make_shards
 from transform import evaluate_run as er
 from transform.evaluate import QualityWriter
 from transform.samples import Sample
@@ -70,6 +75,28 @@ def flush(writer: QualityWriter) -> int:
     return writer.files
 
 
+def evaluate_all(store: Store, loaded, plan: er.Plan, samples: list[Sample], overwrite: bool) -> list[er.SampleOutcome]:
+    """One task run per sample (one prefill serves every policy); quality rows are flushed even after an error."""
+    log = get_run_logger()
+    reader, writer = er.KeepReader(store), QualityWriter(store, overwrite)
+    outcomes = []
+    try:
+        for i, sample in enumerate(samples, 1):
+            outcome = evaluate_sample(store, loaded, plan, sample, reader, writer)
+            outcomes.append(outcome)
+            log.info("[%d/%d] %s/%s: %d evaluated, %d already done, %.1fs", i, len(samples), sample.task,
+                     sample.sample_id, outcome.evaluated, outcome.existing, outcome.seconds)  # fmt: skip
+    finally:
+        log.info("quality: %d file(s)", flush(writer))
+        reader.close()
+    return outcomes
+
+
+def _all_done(plan: er.Plan, samples: list[Sample]) -> list[er.SampleOutcome]:
+    n = len(plan.policies) * len(plan.settings)
+    return [er.SampleOutcome(s.task, s.sample_id, 0, n - len(plan.todo.get(s.sample_id, [])), 0.0) for s in samples]
+
+
 @flow(name="evaluate", flow_run_name=_run_name, log_prints=True)
 def evaluate(
     policies: list | str | None = None,  # names or JSON specs; default: er.DEFAULT_POLICIES (all 7)
@@ -84,8 +111,13 @@ def evaluate(
     data_dir: str | None = None,  # LongBench folder; default: the run's
     output: str | None = None,  # a folder holding data/ and kv.duckdb; default warehouse/
     device: str = "auto",
-) -> dict:
-    """Evaluate eviction `policies` (names or JSON specs) x `budgets` on extracted samples of a run."""
+    work_pool: str | None = None,  # fan shards out to this pool's workers (`kvw deploy --pool`); None: in-process
+    shard_size: int = DEFAULT_SHARD_SIZE,  # samples per shard (one task each) when `work_pool` is set
+):
+    """Evaluate eviction `policies` (names or JSON specs) x `budgets` on extracted samples of a run.
+
+    Rankings are computed here, one SQL pass per ranking over every sample; with a `work_pool` the
+    decoding is fanned out by shard, and the run ends Failed (after its summary) when a shard failed."""
     log = get_run_logger()
     t0 = time.perf_counter()
     data_root, db_file = config.locations(output)
@@ -102,37 +134,92 @@ def evaluate(
         len(plan.settings),
         plan.pending,
     )
-    outcomes = []
+    outcomes, message, shards_md = _all_done(plan, plan.samples), None, ""
     if plan.pending:
-        loaded = load_model(plan, device)
-        check_prompts(loaded, plan, data_dir)
         ranked = rank(store, plan, overwrite)
         log.info("ranked %d (sample, ranking, setting) in %d SQL pass(es), %.1fs", ranked.samples,
                  ranked.statements, ranked.seconds)  # fmt: skip
-        reader, writer = er.KeepReader(store), QualityWriter(store, overwrite)
-        try:
-            for i, sample in enumerate(plan.samples, 1):
-                outcome = evaluate_sample(store, loaded, plan, sample, reader, writer)
-                outcomes.append(outcome)
-                log.info("[%d/%d] %s/%s: %d evaluated, %d already done, %.1fs", i, len(plan.samples), sample.task,
-                         sample.sample_id, outcome.evaluated, outcome.existing, outcome.seconds)  # fmt: skip
-        finally:
-            log.info("quality: %d file(s)", flush(writer))
-            reader.close()
-    else:
-        outcomes = [er.SampleOutcome(s.task, s.sample_id, 0, len(plan.policies) * len(plan.settings), 0.0)
-                    for s in plan.samples]  # fmt: skip
+        if work_pool:
+            shard_params = dict(policies=policies, budgets=budgets, setting=setting, run_id=plan.run.run_id,
+                                limit=limit, overwrite=overwrite, max_new_tokens=max_new_tokens, data_dir=data_dir,
+                                output=output, device=device)  # fmt: skip
+            # overwrite rewrites a task's older files: one shard per task, so no two shards rewrite the same file
+            size = max(len(plan.samples), 1) if overwrite else shard_size
+            shards = [s for s in make_shards(counts_by_task(s.task for s in plan.samples), size)
+                      if any(plan.todo[x.sample_id] for x in _slice(plan, s))]  # fmt: skip
+            log.info("%d shard(s) with pending work on pool %s", len(shards), work_pool)
+            runs = fanout.run_shards(SHARD_DEPLOYMENT, shards, shard_params)
+            store.clean_tmp()  # every shard is final: temp files left now are crashed shards'
+            done = {(row["task"], row["sample_id"]): er.SampleOutcome(**row) for r in runs for row in r.rows}
+            outcomes = [done.get((o.task, o.sample_id), o) for o in outcomes]
+            lost = fanout.failures(runs)
+            message = lost_work(lost, len(runs), "shards") if lost else None
+            shards_md = fanout.shards_markdown(runs, work_pool)
+        else:
+            loaded = load_model(plan, device)
+            check_prompts(loaded, plan, data_dir)
+            outcomes = evaluate_all(store, loaded, plan, plan.samples, overwrite)
     db = catalog.build(store, db_file)
     seconds = time.perf_counter() - t0
     create_markdown_artifact(
-        er.summary_markdown(store, plan, outcomes, str(db), seconds),
+        er.summary_markdown(store, plan, outcomes, str(db), seconds) + shards_md,
         key="evaluate-summary",
         description=f"evaluate run {plan.run.run_id}",
     )
-    return {
+    result = {
         "run_id": plan.run.run_id,
         "policies": [p.policy_id for p in plan.policies],
         "evaluated": sum(o.evaluated for o in outcomes),
         "existing": sum(o.existing for o in outcomes),
         "db": str(db),
     }
+    return Failed(message=message) if message else result
+
+
+SHARD_DEPLOYMENT = "evaluate-shard/longbench"
+
+
+def _slice(plan: er.Plan, shard: Shard) -> list[Sample]:
+    """The shard's samples: positions start..stop-1 among its task's samples in the plan (their selection order)."""
+    return [s for s in plan.samples if s.task == shard.task][shard.start : shard.stop]
+
+
+@flow(name="evaluate-shard", flow_run_name="{task}[{start}:{stop}]", log_prints=True)
+def evaluate_shard(
+    task: str,
+    start: int,
+    stop: int,
+    run_id: str,
+    last: bool = True,
+    policies: list | str | None = None,
+    budgets: list[float] | str | None = (0.25, 0.5),
+    setting: str = "question_aware",
+    limit: int | None = 1,
+    overwrite: bool = False,
+    max_new_tokens: int | None = None,
+    data_dir: str | None = None,
+    output: str | None = None,
+    device: str = "auto",
+):
+    """One shard of an `evaluate` run on a pool worker: decode samples start..stop-1 of `task` under every
+    policy. Idempotent: finished (sample, policy, setting) rows are skipped, so a resubmitted shard finishes
+    what is missing; its rankings were written by the parent (any missing one is ranked here)."""
+    threads = worker.apply_thread_pin()
+    log = get_run_logger()
+    store = Store(config.locations(output)[0])
+    policies = policies if policies is not None else list(er.DEFAULT_POLICIES)
+    budgets = [float(b) for b in as_list(list(budgets) if isinstance(budgets, tuple) else budgets) or []]
+    full = make_plan(store, policies, budgets, setting, run_id, None, [task], limit, overwrite, max_new_tokens)
+    mine = _slice(full, Shard(task, start, stop, last))
+    plan = er.Plan(full.run, mine, full.policies, full.settings, {s.sample_id: full.todo[s.sample_id] for s in mine})
+    log.info("shard %s of run %s: %d sample(s), %d pending, torch threads %s, CUDA_VISIBLE_DEVICES=%r",
+             f"{task}[{start}:{stop}]", run_id, len(mine), plan.pending, threads,
+             os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
+    outcomes = _all_done(plan, mine)
+    if plan.pending:
+        loaded = load_model(plan, device)
+        check_prompts(loaded, plan, data_dir)
+        rank(store, plan, False)  # the parent ranked: this only fills what is missing
+        outcomes = evaluate_all(store, loaded, plan, mine, overwrite)
+    create_table_artifact([asdict(o) for o in outcomes], description=fanout.OUTCOMES_KEY)
+    return {"run_id": run_id, "evaluated": sum(o.evaluated for o in outcomes)}

@@ -1,0 +1,114 @@
+"""`kvw worker`: one Prefect process worker per GPU (or per slice of CPU threads), in the foreground.
+
+Each worker is a plain `prefect worker start --type process` whose environment pins it: shard runs it
+starts inherit that environment, so a worker started with CUDA_VISIBLE_DEVICES=3 only ever runs shards
+on GPU 3, and one started with KVW_TORCH_THREADS=4 runs them on 4 torch threads. One shard at a time per
+worker (`--limit 1`): a GPU holds one model. Ctrl-C or SIGTERM stops every worker it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from warehouse.config import REPO
+
+THREADS_VAR = "KVW_TORCH_THREADS"
+GRACE_SECONDS = 15.0
+
+
+def apply_thread_pin() -> int:
+    """Honour KVW_TORCH_THREADS in a shard run (set by `kvw worker --threads`); returns torch's thread count."""
+    import torch
+
+    n = os.environ.get(THREADS_VAR)
+    if n:
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    env: dict[str, str]
+
+
+def slots(gpus: list[str] | None, cpu: int | None, threads: int | None, prefix: str) -> list[Slot]:
+    """One worker per GPU id (CUDA_VISIBLE_DEVICES), or `cpu` workers of `threads` torch threads each."""
+    if gpus:
+        out = [Slot(f"{prefix}-gpu{g}", {"CUDA_VISIBLE_DEVICES": g}) for g in gpus]
+        return [Slot(s.name, {**s.env, **_threads(threads)}) if threads else s for s in out]
+    if not cpu or cpu < 1:
+        raise ValueError("give --gpu N, --gpus 0,1,... or --cpu N")
+    threads = threads or max(1, (os.cpu_count() or 1) // cpu)
+    return [Slot(f"{prefix}-cpu{i}", {"CUDA_VISIBLE_DEVICES": "", **_threads(threads)}) for i in range(cpu)]
+
+
+def _threads(n: int) -> dict[str, str]:
+    return {THREADS_VAR: str(n), "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+
+
+def worker_command(pool: str, name: str) -> list[str]:
+    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+            "--name", name, "--limit", "1"]  # fmt: skip
+
+
+def worker_env(slot: Slot) -> dict[str, str]:
+    """The caller's environment, the slot's pins, and the repo on PYTHONPATH (shard flows import `flows.*`)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, **slot.env, "PYTHONPATH": path}
+
+
+def run_workers(pool: str, chosen: list[Slot]) -> int:
+    """Start the workers, wait; stop them all on SIGINT/SIGTERM or when one exits on its own."""
+    if not os.environ.get("PREFECT_API_URL"):
+        print("PREFECT_API_URL is not set: point it at the server (`source scripts/env.sh`)", file=sys.stderr)
+        return 2
+    procs: list[subprocess.Popen] = []
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for slot in chosen:
+            procs.append(subprocess.Popen(worker_command(pool, slot.name), env=worker_env(slot), cwd=REPO,
+                                          start_new_session=True))  # fmt: skip
+            pins = " ".join(f"{k}={v!r}" for k, v in slot.env.items())
+            print(f"worker {slot.name} on pool {pool}: pid {procs[-1].pid}, {pins}", flush=True)
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        dead = [s.name for s, p in zip(chosen, procs, strict=True) if p.poll() is not None]
+        if dead and not stopping:
+            print(f"worker(s) {', '.join(dead)} exited: stopping the others", file=sys.stderr)
+    finally:
+        stop_all(procs)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return 0 if stopping else 1
+
+
+def stop_all(procs: list[subprocess.Popen], grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM every worker's process group (the worker and the shard it runs), then SIGKILL what is left."""
+    for p in procs:
+        if p.poll() is None:
+            _signal_group(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(p, signal.SIGKILL)
+            p.wait(5)
+
+
+def _signal_group(p: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, sig)
