@@ -26,9 +26,24 @@ def _sumsq(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1).pow(2)
 
 
+GPU_BLOCK_BYTES = 1 << 28  # float32 bytes of one K (or V) block of layers on an accelerator; temporaries ~8x
+
+
+def _layers_per_block(keys: torch.Tensor) -> int:
+    """One layer at a time on the CPU (its block stays in the caches); on an accelerator as many layers as fit
+    GPU_BLOCK_BYTES, since there the cost is kernel launches (~80 per block), not memory traffic: one layer at a
+    time took 0.09 s of a 0.12 s Llama-3-8B prefill at 4K tokens on an H200."""
+    if keys.device.type == "cpu":
+        return 1
+    per_layer = keys[0].numel() * 4
+    return max(1, min(keys.shape[0], GPU_BLOCK_BYTES // max(per_layer, 1)))
+
+
 def _per_layer(fn, keys: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
-    parts = [fn(keys[i].float(), values[i].float()) for i in range(keys.shape[0])]
-    return {name: torch.stack([p[name] for p in parts]).cpu() for name in parts[0]}
+    """`fn` over blocks of layers ([B, H, T, D] -> per-(layer, head[, token]) tensors), stacked on the CPU."""
+    step = _layers_per_block(keys)
+    parts = [fn(keys[i : i + step].float(), values[i : i + step].float()) for i in range(0, keys.shape[0], step)]
+    return {name: torch.cat([p[name] for p in parts]).cpu() for name in parts[0]}
 
 
 def _token_family(k: torch.Tensor, v: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -68,7 +83,7 @@ def _quant_errors(x: torch.Tensor, absmax: torch.Tensor) -> dict[str, torch.Tens
     so the error norm is sqrt(sum_t (max|x|_t / q)^2 * ||round(z_t) - z_t||^2) / ||x||.
     """
     inv = absmax.clamp_min(_TINY).reciprocal().unsqueeze(-1)
-    den = _sumsq(x.reshape(x.shape[0], -1)).clamp_min(_TINY)
+    den = _sumsq(x.flatten(-2)).clamp_min(_TINY)
     out = {}
     grids = [("int8", 127.0, torch.round), ("int4", 7.0, torch.round)]
     if FP8 is not None:
@@ -94,25 +109,25 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _layer_family(k: torch.Tensor, v: torch.Tensor, sparsity_rel: float) -> dict[str, torch.Tensor]:
-    H = k.shape[0]
+    """Per head of [..., heads, tokens, head_dim] blocks (one layer, or several on an accelerator)."""
     out: dict[str, torch.Tensor] = {}
     norms = {}
     for name, x in (("key", k), ("value", v)):
         a = x.abs()
-        flat = x.reshape(H, -1)
-        n = flat.shape[1]
+        flat = x.flatten(-2)
+        n = flat.shape[-1]
         sq = _sumsq(flat)
         rms = (sq / n).sqrt()
         mean = flat.sum(-1) / n
-        out[f"{name}_sparsity"] = torch.count_nonzero(a < (sparsity_rel * rms)[:, None, None], dim=(-2, -1)) / n
+        out[f"{name}_sparsity"] = torch.count_nonzero(a < (sparsity_rel * rms)[..., None, None], dim=(-2, -1)) / n
         out[f"{name}_std"] = (sq / n - mean.pow(2)).clamp_min(0).sqrt()
-        out[f"{name}_absmean"] = a.reshape(H, -1).sum(-1) / n
+        out[f"{name}_absmean"] = a.flatten(-2).sum(-1) / n
         tok_absmax = a.amax(-1)
         out[f"{name}_absmax"] = tok_absmax.amax(-1)
         for kind, err in _quant_errors(x, tok_absmax).items():
             out[f"{name}_{kind}_error"] = err
         norms[name] = torch.linalg.vector_norm(x, dim=-1)
-    out["kv_correlation"] = _pearson(k.reshape(H, -1), v.reshape(H, -1))
+    out["kv_correlation"] = _pearson(k.flatten(-2), v.flatten(-2))
     out["kv_norm_correlation"] = _pearson(norms["key"], norms["value"])
     return out
 

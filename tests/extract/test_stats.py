@@ -83,3 +83,17 @@ def test_quantization_errors_equal_torch_round_trips(kv):
                 assert _rel(x, stats.fp8_round_trip(x)) == pytest.approx(_rel(x, f8), rel=1e-3)
     k = got["key_int8_error"]
     assert (k < got["key_int4_error"]).all() and (k > 0).all()  # int4 is coarser than int8, and nothing is free
+
+
+def test_blocks_of_layers_give_what_one_layer_at_a_time_gives(monkeypatch):
+    """On an accelerator several layers are reduced at once (kernel launches, not memory, are its cost);
+    every statistic must be what the CPU's one-layer-at-a-time path gives, also for a ragged last block."""
+    torch.manual_seed(0)
+    K, V = torch.randn(7, 3, 200, 16), torch.randn(7, 3, 200, 16) * 2 + 0.1
+    one = {**stats.token_stats(K, V), **stats.layer_stats(K, V)}
+    monkeypatch.setattr(stats, "_layers_per_block", lambda keys: 3)
+    blocks = {**stats.token_stats(K, V), **stats.layer_stats(K, V)}
+    assert one.keys() == blocks.keys()
+    for name, want in one.items():
+        assert blocks[name].shape == want.shape, name
+        torch.testing.assert_close(blocks[name], want, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
