@@ -23,6 +23,7 @@ PACKAGES = {
     **dict.fromkeys(("gs", "gcs"), "gcsfs"),
     **dict.fromkeys(("abfs", "abfss", "az"), "adlfs"),
 }
+LISTINGS_SECONDS = 10.0  # how long a DuckDB connection reuses a listing (a query's glob, then its files' sizes)
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -47,9 +48,10 @@ def bucket_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def filesystem(url: str):
-    """A fresh fsspec filesystem for `url`'s protocol, with no listing cache (other processes write the same
-    prefix: a cached listing would hide their files)."""
+def filesystem(url: str, listings_seconds: float | None = None):
+    """A fresh fsspec filesystem for `url`'s protocol. Without `listings_seconds` it caches no listing (other
+    processes write the same prefix: a cached listing would hide their files); with it, listings are reused for
+    that long, so the file sizes and dates a query asks for right after its glob cost no request each."""
     import fsspec
 
     proto = protocol(url)
@@ -59,7 +61,9 @@ def filesystem(url: str):
         package = PACKAGES.get(proto)
         hint = f"install {package} (pip install {package})" if package else "no fsspec filesystem is known for it"
         raise StoreError(f"{url}: {proto}:// needs an fsspec filesystem: {hint} ({err})") from err
-    return cls(skip_instance_cache=True, use_listings_cache=False)
+    if listings_seconds is None:
+        return cls(skip_instance_cache=True, use_listings_cache=False)
+    return cls(skip_instance_cache=True, use_listings_cache=True, listings_expiry_time=listings_seconds)
 
 
 def key(url: str) -> str:
@@ -92,7 +96,9 @@ def register(con: duckdb.DuckDBPyConnection, protocols: Iterable[str]) -> duckdb
         if proto in ("s3", "s3a") and os.environ.get("KVW_DUCKDB_S3", "").lower() == "httpfs":
             _httpfs(con)
             continue
-        fs = filesystem(f"{proto}://")
+        con.execute("SET parquet_metadata_cache = true")  # each view bind would read every footer again
+        con.execute("SET cache_local_files = true")
+        fs = filesystem(f"{proto}://", listings_seconds=LISTINGS_SECONDS)
         if not con.filesystem_is_registered(fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]):
             con.register_filesystem(fs)
     return con

@@ -328,16 +328,18 @@ class Store:
 
     def empty_file(self, table: Table) -> StorePath:
         """A zero-row Parquet file with the table's schema (under `_empty/`, outside every table), so an
-        empty view still has typed columns; named after the schema, so a new schema gets a new file."""
+        empty view still has typed columns; named after the schema, so a new schema gets a new file. Remotely
+        it sits in a Hive-shaped folder (`<p>=_/...`): remote views read it first, beside the table's files."""
         digest = hashlib.sha256(table.schema.to_string().encode()).hexdigest()[:12]
-        path = self._join("_empty", f"{table.name}-{digest}.parquet")
         empty = pa.Table.from_pylist([], schema=table.schema)
         if self.remote:
+            path = self._join("_empty", table.name, *(f"{p}=_" for p in table.partitions), f"{digest}.parquet")
             self.check()
             with remote.explained(str(path)):
                 if not self.fs.exists(remote.key(path)):
                     self._put(path, empty)
             return path
+        path = self._join("_empty", f"{table.name}-{digest}.parquet")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             self._replace(path, empty)

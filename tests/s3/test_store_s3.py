@@ -89,7 +89,7 @@ def test_catalog_over_s3_opens_in_a_new_process(bucket, tmp_path):
         assert con.execute("SELECT count(*) FROM samples").fetchone() == (0,)  # empty tables keep typed columns
     finally:
         con.close()
-    assert any(k.startswith("data/_empty/samples-") for k in objects(bucket))
+    assert any(k.startswith("data/_empty/samples/") for k in objects(bucket))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     q = "SELECT task, count(*) AS n FROM skipped GROUP BY task ORDER BY task"
     by_db = subprocess.run(
@@ -164,3 +164,24 @@ def _installed(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def test_remote_views_have_the_declared_schema_and_name_a_file_that_lacks_a_column(bucket, tmp_path):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    store = Store(f"{bucket}/data")
+    store.write("skipped", skip_rows(), "s1")
+    db = catalog.build(store, tmp_path / "kv.duckdb")
+    con = catalog.connect(db)
+    assert [r[0] for r in con.execute("DESCRIBE skipped").fetchall()] == SKIPPED.schema.names
+    assert con.execute("SELECT count(*) FROM skipped WHERE task = 'qasper'").fetchone() == (1,)
+    con.close()
+    old = skip_rows(tasks=("trec",)).drop_columns(["reason"])  # as if written before `reason` existed
+    key = f"{bucket.removeprefix('s3://')}/data/skipped/model=m/task=trec/run_id=r1/s1.parquet"
+    with store.fs.open(key, "wb") as f:
+        pq.write_table(old, f)
+    con = catalog.connect(catalog.build(store, tmp_path / "kv.duckdb"))
+    with pytest.raises(duckdb.Error, match=r"task=trec/run_id=r1/s1\.parquet.*reason|reason.*task=trec/run_id=r1/s1"):
+        con.execute("SELECT * FROM skipped").fetchall()
+    con.close()
