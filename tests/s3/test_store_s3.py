@@ -185,3 +185,13 @@ def test_remote_views_have_the_declared_schema_and_name_a_file_that_lacks_a_colu
     with pytest.raises(duckdb.Error, match=r"task=trec/run_id=r1/s1\.parquet.*reason|reason.*task=trec/run_id=r1/s1"):
         con.execute("SELECT * FROM skipped").fetchall()
     con.close()
+
+
+def test_an_object_store_output_keeps_its_catalog_local(monkeypatch, tmp_path):
+    from warehouse import config
+
+    monkeypatch.setenv("KVW_DB", str(tmp_path / "kv.duckdb"))
+    assert config.locations("s3://bucket/team/kvw/") == ("s3://bucket/team/kvw/data", tmp_path / "kv.duckdb")
+    assert config.locations(str(tmp_path / "wh")) == (tmp_path / "wh" / "data", tmp_path / "wh" / "kv.duckdb")
+    monkeypatch.setenv("KVW_DATA", "gs://bucket/kvw/data/")
+    assert config.data_root() == "gs://bucket/kvw/data"
