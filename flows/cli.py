@@ -94,6 +94,8 @@ def _serve(a) -> int:
 def _deploy_args(p):
     p.add_argument("--pool", required=True, help="process work pool to register on (created when missing)")
     p.add_argument("--source", help="folder holding this repository, as every worker sees it (default: this one)")
+    p.add_argument("--zombie-seconds", type=int, default=90,
+                   help="a shard run silent this long (its worker died) is marked Crashed and resubmitted")  # fmt: skip
 
 
 @command("deploy", "register the shard deployments (extract-shard, evaluate-shard) on a work pool", _deploy_args)
@@ -106,7 +108,7 @@ def _deploy(a) -> int:
         print("kvw deploy: PREFECT_API_URL is not set (`source scripts/env.sh`)", file=sys.stderr)
         return 2
     kw = {"source": a.source} if a.source else {}
-    for name in deploy(a.pool, **kw):
+    for name in deploy(a.pool, zombie_seconds=a.zombie_seconds, **kw):
         print(f"{name} on pool {a.pool}")
     print(f"now: kvw worker --pool {a.pool} --gpu N (or --cpu N --threads T), then run with -p work_pool={a.pool}")
     return 0

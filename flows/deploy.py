@@ -9,11 +9,17 @@ warehouse (`output`) at the same place: a shared folder or an object store.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from prefect import flow
+from prefect.automations import Automation
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectNotFound
 
 from warehouse.config import REPO
@@ -23,6 +29,8 @@ SHARD_FLOWS = {
     "flows/evaluate_flow.py:evaluate_shard": "One shard (a task and a range of its samples) of an evaluate run",
 }
 DEPLOYMENT = "longbench"
+ZOMBIE_AUTOMATION = "kvwarehouse: crash shard runs that stop sending heartbeats"
+ZOMBIE_SECONDS = 90  # three missed heartbeats of a `kvw worker` shard (PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30)
 
 
 def ensure_pool(pool: str) -> bool:
@@ -38,9 +46,52 @@ def ensure_pool(pool: str) -> bool:
     return False
 
 
-def deploy(pool: str, source: str | Path = REPO, entrypoints: dict[str, str] | None = None) -> list[str]:
-    """Register every shard flow as `<flow>/longbench` on `pool`; returns the deployment names."""
+def ensure_zombie_automation(seconds: int = ZOMBIE_SECONDS) -> Automation:
+    """Prefect's zombie-flow recipe, for shard runs only: a run tagged `shard` that sends no heartbeat (and
+    no final state) for `seconds` is marked Crashed, so the parent resubmits it. Without it a shard whose
+    whole worker died (a lost node) stays Running and its parent waits forever."""
+    try:
+        old = Automation.read(name=ZOMBIE_AUTOMATION)
+    except ValueError:
+        old = None
+    auto = Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },  # fmt: skip
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.shard"}
+            ),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=seconds),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=f"no heartbeat for {seconds} s: worker lost")],
+    )
+    if old is not None:
+        auto.id = old.id
+        auto.update()
+        return auto
+    return auto.create()
+
+
+def deploy(
+    pool: str,
+    source: str | Path = REPO,
+    entrypoints: dict[str, str] | None = None,
+    zombie_seconds: int = ZOMBIE_SECONDS,
+) -> list[str]:
+    """Register every shard flow as `<flow>/longbench` on `pool` (and the zombie automation); returns the names."""
     ensure_pool(pool)
+    ensure_zombie_automation(zombie_seconds)
     names = []
     for entrypoint, description in (entrypoints or SHARD_FLOWS).items():
         shard_flow = flow.from_source(source=str(Path(source).resolve()), entrypoint=entrypoint)

@@ -3,7 +3,8 @@
 Each worker is a plain `prefect worker start --type process` whose environment pins it: shard runs it
 starts inherit that environment, so a worker started with CUDA_VISIBLE_DEVICES=3 only ever runs shards
 on GPU 3, and one started with KVW_TORCH_THREADS=4 runs them on 4 torch threads. One shard at a time per
-worker (`--limit 1`): a GPU holds one model. Ctrl-C or SIGTERM stops every worker it started.
+worker (`--limit 1`): a GPU holds one model. A worker that exits is started again; Ctrl-C or SIGTERM
+stops every worker it started.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from warehouse.config import REPO
 
 THREADS_VAR = "KVW_TORCH_THREADS"
 GRACE_SECONDS = 15.0
+RESTART_DELAY = 2.0
+HEARTBEAT_SECONDS = "30"  # shard runs' heartbeats: the zombie automation of `kvw deploy` waits for three
 
 
 def apply_thread_pin() -> int:
@@ -59,13 +62,15 @@ def worker_command(pool: str, name: str) -> list[str]:
 
 
 def worker_env(slot: Slot) -> dict[str, str]:
-    """The caller's environment, the slot's pins, and the repo on PYTHONPATH (shard flows import `flows.*`)."""
+    """The caller's environment, the slot's pins, the repo on PYTHONPATH (shard flows import `flows.*`) and
+    heartbeats often enough for `kvw deploy`'s zombie automation."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, **slot.env, "PYTHONPATH": path}
+    beat = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", HEARTBEAT_SECONDS)}
+    return {**os.environ, **beat, **slot.env, "PYTHONPATH": path}
 
 
 def run_workers(pool: str, chosen: list[Slot]) -> int:
-    """Start the workers, wait; stop them all on SIGINT/SIGTERM or when one exits on its own."""
+    """Start the workers and keep them up (one that exits is started again) until SIGINT/SIGTERM stops them all."""
     if not os.environ.get("PREFECT_API_URL"):
         print("PREFECT_API_URL is not set: point it at the server (`source scripts/env.sh`)", file=sys.stderr)
         return 2
@@ -78,26 +83,38 @@ def run_workers(pool: str, chosen: list[Slot]) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for slot in chosen:
-            procs.append(subprocess.Popen(worker_command(pool, slot.name), env=worker_env(slot), cwd=REPO,
-                                          start_new_session=True))  # fmt: skip
-            pins = " ".join(f"{k}={v!r}" for k, v in slot.env.items())
-            print(f"worker {slot.name} on pool {pool}: pid {procs[-1].pid}, {pins}", flush=True)
-        while not stopping and all(p.poll() is None for p in procs):
+        procs = [start(pool, slot) for slot in chosen]
+        while not stopping:
             time.sleep(0.5)
-        dead = [s.name for s, p in zip(chosen, procs, strict=True) if p.poll() is not None]
-        if dead and not stopping:
-            print(f"worker(s) {', '.join(dead)} exited: stopping the others", file=sys.stderr)
+            for i, (slot, p) in enumerate(zip(chosen, procs, strict=True)):
+                if p.poll() is not None and not stopping:
+                    print(f"worker {slot.name} exited ({p.returncode}): starting it again", file=sys.stderr, flush=True)
+                    time.sleep(RESTART_DELAY)
+                    procs[i] = start(pool, slot)
     finally:
         stop_all(procs)
         for s, handler in old.items():
             signal.signal(s, handler)
-    return 0 if stopping else 1
+    return 0
+
+
+def start(pool: str, slot: Slot) -> subprocess.Popen:
+    """One worker in its own process group (so it and the shard it runs can be stopped together)."""
+    proc = subprocess.Popen(worker_command(pool, slot.name), env=worker_env(slot), cwd=REPO, start_new_session=True)
+    pins = " ".join(f"{k}={v!r}" for k, v in slot.env.items())
+    print(f"worker {slot.name} on pool {pool}: pid {proc.pid}, {pins}", flush=True)
+    return proc
 
 
 def stop_all(procs: list[subprocess.Popen], grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM every worker's process group (the worker and the shard it runs), then SIGKILL what is left."""
+    """SIGTERM every worker's process group, wait, then SIGKILL what is left of the workers and of the shard
+    runs they started (Prefect may start those in a session of their own)."""
+    import psutil
+
+    shards = []
     for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            shards += psutil.Process(p.pid).children(recursive=True)
         if p.poll() is None:
             _signal_group(p, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -107,6 +124,10 @@ def stop_all(procs: list[subprocess.Popen], grace: float = GRACE_SECONDS) -> Non
         except subprocess.TimeoutExpired:
             _signal_group(p, signal.SIGKILL)
             p.wait(5)
+    _, alive = psutil.wait_procs(shards, timeout=max(0.1, deadline - time.monotonic()))
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def _signal_group(p: subprocess.Popen, sig: int) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import psutil
 import pytest
 
 from tests.conftest import FIXTURE_LONGBENCH, REPO, stop
@@ -46,8 +48,8 @@ def pool(prefect_server, tmp_path_factory):
     base = tmp_path_factory.mktemp("pool")
     env = dict(prefect_server, PREFECT_WORKER_QUERY_SECONDS="1", KVW_LONGBENCH=str(FIXTURE_LONGBENCH),
                KVW_DATA=str(base / "nowhere"))  # fmt: skip
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "deploy", "--pool", POOL], env=env, cwd=REPO,
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    deploy = [sys.executable, "-m", "flows.cli", "deploy", "--pool", POOL, "--zombie-seconds", "60"]
+    r = subprocess.run(deploy, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "extract-shard/longbench on pool" in r.stdout and "evaluate-shard/longbench on pool" in r.stdout
     log = base / "workers.log"
@@ -62,7 +64,8 @@ def pool(prefect_server, tmp_path_factory):
     yield env, pids, log
     stop(proc, grace=30)  # SIGTERM to `kvw worker`: it must stop the workers it started
     time.sleep(0.5)
-    assert not [p for p in pids if alive(p)], f"workers outlived `kvw worker`:\n{log.read_text()[-3000:]}"
+    started = [int(p) for p in re.findall(r"pid (\d+)", log.read_text())]  # restarted ones too
+    assert not [p for p in started if alive(p)], f"workers outlived `kvw worker`:\n{log.read_text()[-3000:]}"
 
 
 def alive(pid: int) -> bool:
@@ -74,16 +77,10 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
+def descendants(pid: int) -> list[int]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    return []
 
 
 def flow_call(env: dict, flow: str, kwargs: str, **popen) -> subprocess.Popen | subprocess.CompletedProcess:
@@ -140,8 +137,10 @@ def test_two_workers_write_the_same_rows_as_one_process(pool, tmp_path):
     assert f"Shards on pool `{POOL}`" in art and art.count("| completed | 1 | 2 |") == 2, art
 
 
-def test_a_shard_killed_mid_write_is_resubmitted_and_every_key_lands_once(pool, tmp_path):
-    env, workers, _ = pool
+def test_a_killed_shard_and_a_killed_worker_are_resubmitted_and_every_key_lands_once(pool, tmp_path):
+    """Mid-write, SIGKILL one worker with everything it started (a lost node: its run goes silent, the zombie
+    automation of `kvw deploy` marks it Crashed) and the other worker's shard run (its worker reports it)."""
+    env, workers, log = pool
     out = tmp_path / "pool"
     data = out / "data"
     args = (f"data_dir={str(FIXTURE_LONGBENCH)!r}, tasks='qasper,trec', limit=2, max_tokens=256,"
@@ -153,10 +152,15 @@ def test_a_shard_killed_mid_write_is_resubmitted_and_every_key_lands_once(pool, 
         while not killed and time.time() < deadline and parent.poll() is None:
             done = {p.name for p in (data / "samples").rglob("*.parquet")}
             partial = {p.name for p in (data / "token_stats").rglob("*.parquet")} - done
-            if done and partial:  # one sample finished, the next half written: kill the shard runs mid-shard
-                killed = [c for w in workers for c in children(w)]
-                for pid in killed:
-                    os.kill(pid, signal.SIGKILL)
+            if done and partial:  # one sample finished, the next half written: kill now
+                busy = [w for w in workers if descendants(w)]  # workers running a shard now
+                lost = busy[0] if busy else workers[0]
+                other = next(w for w in workers if w != lost)
+                lost_node = [lost, *descendants(lost)]
+                killed = [*lost_node[1:], *descendants(other)]
+                for pid in [*lost_node, *descendants(other)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             time.sleep(0.002)
         assert killed, "no shard was caught mid-write"
         stdout, _ = parent.communicate(timeout=600)
@@ -171,9 +175,11 @@ def test_a_shard_killed_mid_write_is_resubmitted_and_every_key_lands_once(pool, 
         total, distinct = con.execute(f"SELECT count(*), count(DISTINCT ({key})) FROM {table}").fetchone()
         assert total == distinct, f"{table} has duplicate rows"
     assert con.execute("SELECT count(*) FROM token_stats").fetchone() == (4 * 30 * 3 * 256,)
-    assert not list(data.rglob(".tmp-*")), "temp files of the killed shard were left behind"
+    assert not list(data.rglob(".tmp-*")), "temp files of the killed shards were left behind"
     art = summary(env, "extract-summary")
-    assert re.search(r"\| completed \| 2 \|", art), art  # a shard that ran twice
+    assert len(re.findall(r"\| completed \| 2 \|", art)) == len(busy), art  # each killed shard ran twice
+    assert "no heartbeat for 60 s: worker lost" in stdout  # the lost node's shard, crashed by the automation
+    assert "exited (-9): starting it again" in log.read_text()  # `kvw worker` brought the lost worker back
 
 
 def test_a_failing_shard_does_not_sink_the_others_and_the_run_ends_failed(pool, tmp_path):
