@@ -113,12 +113,17 @@ def protocols_in(sql: Iterable[str]) -> set[str]:
 
 
 def _httpfs(con: duckdb.DuckDBPyConnection) -> None:
-    """DuckDB's native S3 reader, with a secret made of the standard AWS variables."""
+    """DuckDB's native S3 reader, with a secret made of the standard AWS variables. The extension comes from
+    DuckDB's extension folder, else the offline wheel (`duckdb-ext-httpfs`, published for DuckDB 1.4), else a
+    download."""
     try:
         con.execute("LOAD httpfs")
     except duckdb.Error:
         try:
-            con.execute("INSTALL httpfs")
+            if wheel := _wheel_extensions():
+                con.execute(f"SET extension_directory = {_literal(wheel)}")
+            else:
+                con.execute("INSTALL httpfs")
             con.execute("LOAD httpfs")
         except duckdb.Error as err:
             raise StoreError(
@@ -135,6 +140,17 @@ def _httpfs(con: duckdb.DuckDBPyConnection) -> None:
         opts |= {"ENDPOINT": endpoint.netloc, "USE_SSL": endpoint.scheme == "https", "URL_STYLE": "path"}
     body = ", ".join(f"{k} {_literal(v)}" for k, v in opts.items() if v is not None)
     con.execute(f"CREATE OR REPLACE SECRET kvw_s3 ({body})")
+
+
+def _wheel_extensions() -> str | None:
+    """The extension folder of the `duckdb-ext-*` wheels, when one is installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("duckdb_ext")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        if os.path.isdir(os.path.join(base, "extensions")):
+            return os.path.join(base, "extensions")
+    return None
 
 
 def _literal(v: object) -> str:

@@ -195,3 +195,17 @@ def test_an_object_store_output_keeps_its_catalog_local(monkeypatch, tmp_path):
     assert config.locations(str(tmp_path / "wh")) == (tmp_path / "wh" / "data", tmp_path / "wh" / "kv.duckdb")
     monkeypatch.setenv("KVW_DATA", "gs://bucket/kvw/data/")
     assert config.data_root() == "gs://bucket/kvw/data"
+
+
+def test_httpfs_on_request_fails_clearly_where_it_cannot_be_had(monkeypatch):
+    import duckdb
+
+    monkeypatch.setenv("KVW_DUCKDB_S3", "httpfs")
+    con = duckdb.connect()
+    try:
+        con.execute("LOAD httpfs")
+        pytest.skip("httpfs is available here")
+    except duckdb.Error:
+        pass
+    with pytest.raises(StoreError, match="KVW_DUCKDB_S3=httpfs, but DuckDB's httpfs extension cannot be installed"):
+        remote.register(con, ["s3"])
