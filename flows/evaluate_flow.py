@@ -3,7 +3,9 @@
 Orchestration only: resolve the extraction run, check the request (nothing is written when it is wrong),
 rank what the policies need (one SQL pass per ranking and setting over every sample), one task per sample
 (one prefill serves every policy; rows are written a task's worth at a time), the catalog refresh and a
-summary artifact. The work is in transform/evaluate_run.py and transform/evaluate.py.
+summary artifact. The work is in transform/evaluate_run.py and transform/evaluate.py. With `work_pool`,
+the ranking stays here and the decoding goes out as shards: one `evaluate-shard` child run per task and
+range of samples with pending work, each checking its own prompts before it writes.
 """
 
 from __future__ import annotations
@@ -136,6 +138,10 @@ def evaluate(
     )
     outcomes, message, shards_md = _all_done(plan, plan.samples), None, ""
     if plan.pending:
+        loaded = None
+        if not work_pool:  # with a pool, each shard checks its prompts before it writes quality rows
+            loaded = load_model(plan, device)
+            check_prompts(loaded, plan, data_dir)
         ranked = rank(store, plan, overwrite)
         log.info("ranked %d (sample, ranking, setting) in %d SQL pass(es), %.1fs", ranked.samples,
                  ranked.statements, ranked.seconds)  # fmt: skip
@@ -156,8 +162,6 @@ def evaluate(
             message = lost_work(lost, len(runs), "shards") if lost else None
             shards_md = fanout.shards_markdown(runs, work_pool)
         else:
-            loaded = load_model(plan, device)
-            check_prompts(loaded, plan, data_dir)
             outcomes = evaluate_all(store, loaded, plan, plan.samples, overwrite)
     db = catalog.build(store, db_file)
     seconds = time.perf_counter() - t0

@@ -2,6 +2,8 @@
 
 Orchestration only: parameters, one task per sample with retries, the run
 record, the catalog refresh and a summary artifact. The work is in extract/.
+With `work_pool`, the samples go out as shards: one `extract-shard` child run
+per task and range of samples, on that pool's workers (flows/fanout.py).
 """
 
 from __future__ import annotations

@@ -42,13 +42,14 @@ class Slot:
 
 
 def slots(gpus: list[str] | None, cpu: int | None, threads: int | None, prefix: str) -> list[Slot]:
-    """One worker per GPU id (CUDA_VISIBLE_DEVICES), or `cpu` workers of `threads` torch threads each."""
-    if gpus:
-        out = [Slot(f"{prefix}-gpu{g}", {"CUDA_VISIBLE_DEVICES": g}) for g in gpus]
-        return [Slot(s.name, {**s.env, **_threads(threads)}) if threads else s for s in out]
-    if not cpu or cpu < 1:
+    """One worker per GPU id (CUDA_VISIBLE_DEVICES), or `cpu` workers; each with `threads` torch threads
+    (default: the cores divided among the workers)."""
+    n = len(gpus) if gpus else cpu
+    if not n or n < 1:
         raise ValueError("give --gpu N, --gpus 0,1,... or --cpu N")
-    threads = threads or max(1, (os.cpu_count() or 1) // cpu)
+    threads = threads or max(1, (os.cpu_count() or 1) // n)  # the node's cores, shared out: no oversubscription
+    if gpus:
+        return [Slot(f"{prefix}-gpu{g}", {"CUDA_VISIBLE_DEVICES": g, **_threads(threads)}) for g in gpus]
     return [Slot(f"{prefix}-cpu{i}", {"CUDA_VISIBLE_DEVICES": "", **_threads(threads)}) for i in range(cpu)]
 
 

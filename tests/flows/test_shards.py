@@ -45,11 +45,11 @@ def test_lost_work_counts_and_shortens():
 
 
 def test_one_worker_per_gpu_or_per_cpu_slice():
-    gpus = slots(["0", "1", "7"], None, None, "node")
-    assert [(s.name, s.env) for s in gpus] == [
-        ("node-gpu0", {"CUDA_VISIBLE_DEVICES": "0"}), ("node-gpu1", {"CUDA_VISIBLE_DEVICES": "1"}),
-        ("node-gpu7", {"CUDA_VISIBLE_DEVICES": "7"}),
+    gpus = slots(["0", "1", "7"], None, 4, "node")
+    assert [(s.name, s.env["CUDA_VISIBLE_DEVICES"], s.env["KVW_TORCH_THREADS"]) for s in gpus] == [
+        ("node-gpu0", "0", "4"), ("node-gpu1", "1", "4"), ("node-gpu7", "7", "4"),
     ]  # fmt: skip
+    assert slots(["0"] * 64, None, None, "big")[0].env["OMP_NUM_THREADS"] == "1"  # never 0 threads
     cpu = slots(None, 2, 3, "box")
     assert [s.name for s in cpu] == ["box-cpu0", "box-cpu1"]
     assert cpu[0].env == {"CUDA_VISIBLE_DEVICES": "", "KVW_TORCH_THREADS": "3", "OMP_NUM_THREADS": "3",
