@@ -189,9 +189,14 @@ class Store:
         self.check()
         with remote.explained(path):
             try:
-                return self.fs.info(remote.key(path)).get("type") == "file"
+                info = self.fs.info(remote.key(path))
             except FileNotFoundError:
                 return False
+        if info.get("type") != "file":
+            return False
+        if int(info.get("size") or 0) < 12:  # e.g. an empty PUT where a done marker belongs: never "done"
+            raise StoreError(f"{path}: {info.get('size')} bytes, not a Parquet file; delete it")
+        return True
 
     def remove(self, table: str, name: str, **parts: object) -> bool:
         path = self.path(table, name, **parts)
