@@ -79,7 +79,7 @@ def explained(url: str) -> Iterator[None]:
     except StoreError:
         raise
     except FileNotFoundError as err:
-        if "bucket" in str(err).lower():
+        if missing_bucket(err):
             raise StoreError(f"{bucket_url(url)}: the bucket does not exist ({err}); create it first") from err
         raise
     except PermissionError as err:
@@ -87,6 +87,12 @@ def explained(url: str) -> Iterator[None]:
             f"{url}: access denied ({err}); check the credentials (for S3: AWS_ACCESS_KEY_ID / "
             "AWS_SECRET_ACCESS_KEY or ~/.aws, AWS_ENDPOINT_URL for a non-AWS endpoint)"
         ) from err
+
+
+def missing_bucket(err: FileNotFoundError) -> bool:
+    """Does this error say the bucket (or Azure container) itself is missing, not just a key?"""
+    text = str(err).lower()
+    return "bucket" in text or "container" in text
 
 
 def register(con: duckdb.DuckDBPyConnection, protocols: Iterable[str]) -> duckdb.DuckDBPyConnection:

@@ -179,7 +179,12 @@ class Store:
         if not self.remote or self._checked:
             return
         with remote.explained(self.root):
-            self.fs.ls(remote.key(remote.bucket_url(self.root)), detail=False)
+            try:
+                self.fs.ls(remote.key(self.root), detail=False)  # one short listing: the tables under the root
+            except FileNotFoundError as err:
+                if remote.missing_bucket(err):
+                    raise
+                # no object under the prefix yet: a new warehouse
         self._checked = True
 
     def exists(self, table: str, name: str, **parts: object) -> bool:
