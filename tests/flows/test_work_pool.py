@@ -183,13 +183,20 @@ def test_a_killed_shard_and_a_killed_worker_are_resubmitted_and_every_key_lands_
 
 
 def test_a_failing_shard_does_not_sink_the_others_and_the_run_ends_failed(pool, tmp_path):
+    """A file where trec's folder should be (every trec write fails, like a full disk), in a pool run and in an
+    in-process run side by side: qasper lands, trec is recorded as failed, both runs end Failed with the count."""
     env, _, _ = pool
     args = f"data_dir={str(FIXTURE_LONGBENCH)!r}, tasks='qasper,trec', limit=1, max_tokens=256"
+    procs = {}
     for name, extra in (("pool", f", work_pool={POOL!r}, shard_size=1"), ("local", "")):
         blocked = tmp_path / name / "data" / "tokens" / MODEL_DIR / "task=trec"
         blocked.parent.mkdir(parents=True)
-        blocked.write_text("a file where a folder should be: every trec write fails, like a full disk")
-        r = flow_call(env, "extract", f"{args}, output={str(tmp_path / name)!r}{extra}")
+        blocked.write_text("a file where a folder should be")
+        procs[name] = flow_call(env, "extract", f"{args}, output={str(tmp_path / name)!r}{extra}",
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         unit = "shards" if name == "pool" else "samples"
         assert final(r).startswith(f"FAILED 1 of 2 {unit} failed: trec"), (name, final(r))
         con = duckdb.connect(str(tmp_path / name / "kv.duckdb"), read_only=True)
