@@ -96,6 +96,6 @@ def deploy(
     for entrypoint, description in (entrypoints or SHARD_FLOWS).items():
         shard_flow = flow.from_source(source=str(Path(source).resolve()), entrypoint=entrypoint)
         shard_flow.deploy(name=DEPLOYMENT, work_pool_name=pool, description=description, tags=["kvwarehouse", "shard"],
-                          build=False, push=False, print_next_steps=False)  # fmt: skip
+                          build=False, push=False, print_next_steps=False, ignore_warnings=True)  # fmt: skip
         names.append(f"{shard_flow.name}/{DEPLOYMENT}")
     return names
