@@ -36,7 +36,7 @@ def _sql_args(p):
 def _sql(a) -> int:
     import duckdb
 
-    from warehouse import catalog
+    from warehouse import catalog, readonly
 
     query = a.query if a.query is not None else sys.stdin.read()
     if not query.strip():
@@ -45,8 +45,10 @@ def _sql(a) -> int:
     from warehouse.store import Store, StoreError
 
     try:
+        readonly.check(query)  # before anything opens: a refused statement never runs
         con = catalog.memory(Store(a.data)) if a.data else catalog.connect(a.db, read_only=True)
-    except StoreError as err:
+        readonly.lock(con)
+    except (StoreError, readonly.Refused, duckdb.ParserException) as err:
         print(f"kvw sql: {err}", file=sys.stderr)
         return 1
     try:
@@ -62,7 +64,7 @@ def _sql(a) -> int:
         else:
             rel.show(max_rows=a.max_rows, max_width=200)
     except duckdb.Error as err:
-        print(f"kvw sql: {err}", file=sys.stderr)
+        print(f"kvw sql: {readonly.locked_message(err) or err}", file=sys.stderr)
         return 1
     finally:
         con.close()
