@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import string
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,49 @@ HOW_TO_GET = (
 
 class LongBenchError(ValueError):
     """The data directory or a task name is unusable; the message says how to fix it."""
+
+
+# What extract/prompts.fill_template fills; any other placeholder would stay in the prompt as literal text.
+PLACEHOLDERS = ("context", "input")
+# LongBench's tasks whose templates carry the question ({input}); the others (gov_report, multi_news, vcsum,
+# passage_count, lcc) have none. A task of one's own needs only {context}.
+QUESTION_TASKS = frozenset({
+    "narrativeqa", "qasper", "multifieldqa_en", "multifieldqa_zh", "hotpotqa", "2wikimqa", "musique", "dureader",
+    "qmsum", "trec", "triviaqa", "samsum", "lsht", "passage_retrieval_en", "passage_retrieval_zh", "repobench-p",
+})  # fmt: skip
+
+
+def check_templates(prompts: dict, path: Path) -> None:
+    """Every template fills the sample's context (and question where LongBench has one) and nothing else:
+    without {context} a prompt silently has no context, and an unknown placeholder is sent as literal text."""
+    if not isinstance(prompts, dict):
+        raise LongBenchError(f"{path}: expected an object of task -> template, got {type(prompts).__name__}")
+    for task, template in prompts.items():
+        where = f"{path}: task {task!r}"
+        if not isinstance(template, str):
+            raise LongBenchError(f"{where}: the template is not a string but {type(template).__name__}")
+        try:  # LongBench fills templates with str.format: read them the same way
+            fields = [(f, c, spec) for _, f, spec, c in string.Formatter().parse(template) if f is not None]
+        except ValueError as err:
+            raise LongBenchError(f"{where}: not a valid template ({err}); write placeholders as {{context}} "
+                                 "and {input}") from err  # fmt: skip
+        for name, conversion, spec in fields:
+            if name not in PLACEHOLDERS or conversion or spec:
+                shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+                raise LongBenchError(
+                    f"{where}: unknown placeholder {shown} (only {{context}} and {{input}} are filled; it would "
+                    "stay in the prompt as literal text)"
+                )
+        names = {name for name, _, _ in fields}
+        if "context" not in names:
+            raise LongBenchError(
+                f"{where}: the template has no {{context}} placeholder (prompts would have no context)"
+            )
+        if task in QUESTION_TASKS and "input" not in names:
+            raise LongBenchError(
+                f"{where}: the template has no {{input}} placeholder, which LongBench's {task} template has "
+                "(prompts would have no question)"
+            )
 
 
 @dataclass(frozen=True)
@@ -110,6 +154,7 @@ def open_longbench(data_dir: str | os.PathLike | None = None) -> LongBench:
             raise LongBenchError(f"{path} is not valid JSON: {err}") from err
     if not (root / "data").is_dir():
         raise LongBenchError(f"{root / 'data'} is missing. {HOW_TO_GET}")
+    check_templates(cfg["dataset2prompt.json"], root / "config" / "dataset2prompt.json")
     return LongBench(root, cfg["dataset2prompt.json"], cfg["dataset2maxlen.json"])
 
 

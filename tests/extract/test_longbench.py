@@ -69,3 +69,38 @@ def test_missing_fields_are_named(longbench_dir):
     _append(data, json.dumps({"_id": "x", "input": "q"}).encode())
     skips = [i for i in read_task(open_longbench(longbench_dir), "trec") if isinstance(i, Skip)]
     assert skips and skips[0].reason == "missing field(s) ['context', 'answers']"
+
+
+def _set_template(root, task: str, template) -> None:
+    path = root / "config" / "dataset2prompt.json"
+    prompts = json.loads(path.read_text())
+    prompts[task] = template
+    path.write_text(json.dumps(prompts))
+
+
+@pytest.mark.parametrize(
+    ("task", "template", "named"),
+    [
+        ("qasper", "Answer the question.\n\nQuestion: {input}\nAnswer:", r"\{context\}"),  # context left out
+        ("qasper", "Article: {context}\n\nAnswer:", r"\{input\}"),  # LongBench's qasper has a question
+        ("qasper", "Article: {context}\n\nQuestion: {question}\nAnswer:", r"\{question\}"),  # not filled
+        ("trec", "{context}\n{input}\nLabel ({all_classes}):", r"\{all_classes\}"),
+        ("qasper", "Article: {context!r}\n{input}", r"\{context!r\}"),
+        ("lcc", "{context}Next line of code: {}", r"\{\}"),
+        ("qasper", "Article: {context\n{input}", r"not a valid template"),
+        ("qasper", ["Article: {context}", "{input}"], r"not a string"),
+    ],
+)
+def test_bad_templates_are_named_before_any_sample_is_read(longbench_dir, task, template, named):
+    """A template that would drop the context, or leave a placeholder as literal text, fails at open time."""
+    _set_template(longbench_dir, task, template)
+    with pytest.raises(LongBenchError, match=rf"dataset2prompt\.json: task '{task}': .*{named}"):
+        open_longbench(longbench_dir)
+
+
+def test_templates_without_a_question_are_fine_where_longbench_has_none(longbench_dir):
+    """gov_report, lcc, ... have no {input} in LongBench; a task of one's own needs only {context}."""
+    _set_template(longbench_dir, "lcc", "Complete the code.\n{context}Next line of code:\n")
+    _set_template(longbench_dir, "my_task", "Read this: {context}\nSummary:")
+    lb = open_longbench(longbench_dir)
+    assert lb.prompts["my_task"].startswith("Read this")
