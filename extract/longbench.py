@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warehouse import config
+from warehouse.store import check_partition_value
 
 HUB_REPO = "THUDM/LongBench"  # dataset repo holding data.zip
 CONFIG_URL = "https://raw.githubusercontent.com/THUDM/LongBench/main/LongBench/config/{name}"
@@ -112,13 +113,33 @@ class LongBench:
         return sorted(have & set(self.prompts))
 
     def check_tasks(self, tasks: list[str] | None) -> list[str]:
+        """The tasks to read: every known one for None; an empty list or name (`tasks=""`) is a mistake."""
         known = self.tasks
-        if not tasks:
+        if tasks is None:
             return known
+        if not tasks or any(not str(t).strip() for t in tasks):
+            raise LongBenchError(
+                f"empty task name in tasks={list(tasks)!r}: name tasks separated by commas (e.g. qasper,trec), "
+                "or leave tasks unset for every task"
+            )
         unknown = [t for t in tasks if t not in known]
         if unknown:
             raise LongBenchError(f"unknown task(s) {unknown} in {self.root}; known tasks: {', '.join(known)}")
         return list(dict.fromkeys(tasks))
+
+    def task_warnings(self, task: str) -> list[str]:
+        """What is odd about a task without stopping it: a data file with no records, no LongBench answer
+        length (dataset2maxlen.json), which evaluate needs to decode its samples."""
+        out = []
+        with (self.root / "data" / f"{task}.jsonl").open("rb") as fh:
+            if not any(line.strip() for line in fh):
+                out.append(f"{task}.jsonl has no records: task {task} gives no samples")
+        if task not in self.maxlens:
+            out.append(
+                f"task {task} is not in {self.root / 'config' / 'dataset2maxlen.json'}: its samples get no "
+                "max_new_tokens, so evaluate cannot decode them; add the task's answer length there"
+            )
+        return out
 
 
 def default_data_dir() -> Path:
@@ -169,25 +190,58 @@ def _parse(task: str, source: str, raw: bytes) -> Sample | Skip:
         return Skip(task, "", source, f"malformed JSON: {err.msg} at column {err.colno}")
     if not isinstance(rec, dict):
         return Skip(task, "", source, f"malformed record: expected a JSON object, got {type(rec).__name__}")
-    sample_id = str(rec.get("_id") or "")
+    raw_id = rec.get("_id")
+    sample_id = raw_id if isinstance(raw_id, str) else ""
     missing = [k for k in ("_id", "context", "input", "answers") if k not in rec]
     if missing:
         return Skip(task, sample_id, source, f"missing field(s) {missing}")
+    if not isinstance(raw_id, str) or not raw_id.strip():
+        shown = (
+            "null"
+            if raw_id is None
+            else repr(raw_id)
+            if isinstance(raw_id, str)
+            else f"{type(raw_id).__name__} {raw_id!r}"
+        )
+        return Skip(task, "", source, f"_id must be a non-empty string, got {shown}")
+    try:  # the sample id names the sample's files: refuse now what the store would refuse after the prefill
+        check_partition_value("sample_id", raw_id)
+    except ValueError as err:
+        return Skip(task, "", source, f"_id {raw_id!r} cannot name a file ({err})")
     if not isinstance(rec["context"], str) or not rec["context"].strip():
         return Skip(task, sample_id, source, "empty context")
-    answers = rec["answers"] if isinstance(rec["answers"], list) else [rec["answers"]]
+    answers, why = _answers(rec["answers"])
+    if why:
+        return Skip(task, sample_id, source, why)
     classes = rec.get("all_classes")
     return Sample(
         task=task,
         sample_id=sample_id,
         input=str(rec["input"] or ""),
         context=rec["context"],
-        answers=[str(a) for a in answers],
+        answers=answers,
         all_classes=[str(c) for c in classes] if isinstance(classes, list) else None,
         language=str(rec.get("language") or ""),
         length=int(rec["length"]) if isinstance(rec.get("length"), int | float) else None,
         source=source,
     )
+
+
+def _answers(value) -> tuple[list[str], str]:
+    """The reference answers, or why there are none to score against: a null, empty or non-text answer would be
+    stored as text ('None') or leave evaluate nothing to compare, so such a record is skipped, not guessed at."""
+    if value is None:
+        return [], "answers is null (a sample needs at least one reference answer)"
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return [], f"answers must be a list of strings, got {type(value).__name__}"
+    if not value:
+        return [], "answers is empty (a sample needs at least one reference answer)"
+    for i, a in enumerate(value):
+        if not isinstance(a, str):
+            return [], f"answers[{i}] is {'null' if a is None else type(a).__name__}; answers must be strings"
+    return value, ""
 
 
 def read_task(lb: LongBench, task: str, limit: int | None = None) -> Iterator[Sample | Skip]:

@@ -46,6 +46,7 @@ class Outcome:
 class Plan:
     samples: list[Sample] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # logged too: an empty task file, no max answer length
 
 
 def plan(lb: LongBench, tasks: list[str] | None, limit: int | None) -> Plan:
@@ -54,6 +55,9 @@ def plan(lb: LongBench, tasks: list[str] | None, limit: int | None) -> Plan:
         raise ValueError(f"limit must be >= 1 (or None for every sample), got {limit}")
     out = Plan()
     for task in lb.check_tasks(tasks):
+        for warning in lb.task_warnings(task):
+            log.warning(warning)
+            out.warnings.append(warning)
         for item in read_task(lb, task, limit):
             (out.samples if isinstance(item, Sample) else out.skips).append(item)
     return out

@@ -203,7 +203,7 @@ def _keep(a) -> int:
         params = parse_params(a.param)
         budgets = [float(b) if "." in b or "e" in b.lower() else int(b) for b in a.budget] or [None]
         policies = [make(a.policy, **params, **({} if b is None else {"budget": b})) for b in budgets]
-        tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
+        tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks is not None else None
         refs = find_samples(store, a.run_id, tasks, a.limit)
         done = rank(store, policies, a.setting or ["question_aware"], refs, overwrite=a.overwrite)
     except (PolicyError, ValueError) as err:

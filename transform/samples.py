@@ -47,6 +47,10 @@ def select(
     """Samples of a run over the `samples` (and `tokens`) views of `con`, sorted by task and source line."""
     if limit is not None and limit < 1:
         raise SelectionError(f"limit must be >= 1 (or None for every sample), got {limit}")
+    if tasks is not None and (not tasks or any(not str(t).strip() for t in tasks)):  # tasks="": not every task
+        raise SelectionError(
+            f"empty task name in tasks={list(tasks)!r}: name tasks separated by commas, or leave tasks unset for all"
+        )
     if run_id is None:
         row = con.execute("SELECT run_id FROM samples ORDER BY extracted_at DESC NULLS LAST LIMIT 1").fetchone()
         if row is None:

@@ -104,3 +104,91 @@ def test_templates_without_a_question_are_fine_where_longbench_has_none(longbenc
     _set_template(longbench_dir, "my_task", "Read this: {context}\nSummary:")
     lb = open_longbench(longbench_dir)
     assert lb.prompts["my_task"].startswith("Read this")
+
+
+def _good(longbench_dir, task="qasper") -> dict:
+    return json.loads((longbench_dir / "data" / f"{task}.jsonl").read_text().splitlines()[0])
+
+
+@pytest.mark.parametrize(
+    ("answers", "reason"),
+    [
+        (None, "answers is null"),  # was stored as ['None']
+        ([], "answers is empty"),
+        (["ok", None], "answers[1] is null"),
+        ({"a": 1}, "answers must be a list of strings, got dict"),
+    ],
+)
+def test_answers_that_cannot_be_scored_are_skipped_not_stored_as_text(longbench_dir, answers, reason):
+    data = longbench_dir / "data" / "qasper.jsonl"
+    _append(data, json.dumps({**_good(longbench_dir), "_id": "noanswer", "answers": answers}).encode())
+    items = list(read_task(open_longbench(longbench_dir), "qasper"))
+    assert "noanswer" not in [i.sample_id for i in items if isinstance(i, Sample)]
+    (skip,) = [i for i in items if isinstance(i, Skip)]
+    assert skip.sample_id == "noanswer" and skip.source == "qasper.jsonl:3" and skip.reason.startswith(reason)
+
+
+def test_a_single_answer_string_is_one_answer(longbench_dir):
+    data = longbench_dir / "data" / "qasper.jsonl"
+    _append(data, json.dumps({**_good(longbench_dir), "_id": "one", "answers": "yes"}).encode())
+    (s,) = [i for i in read_task(open_longbench(longbench_dir), "qasper") if i.sample_id == "one"]
+    assert isinstance(s, Sample) and s.answers == ["yes"]
+
+
+@pytest.mark.parametrize(
+    ("sample_id", "reason"),
+    [
+        ("", "_id must be a non-empty string, got ''"),
+        ("  ", "_id must be a non-empty string, got '  '"),
+        (0, "_id must be a non-empty string, got int 0"),
+        (None, "_id must be a non-empty string, got null"),
+        ("a/b", "_id 'a/b' cannot name a file"),
+    ],
+)
+def test_bad_ids_are_skipped_when_read_and_do_not_count_toward_limit(longbench_dir, sample_id, reason):
+    """Two such records in a row: each is named for what it is, never 'duplicate _id'; the limit counts
+    good samples only, so both good records after them are still read."""
+    data = longbench_dir / "data" / "qasper.jsonl"
+    lines = data.read_text().splitlines()
+    bad = json.dumps({**json.loads(lines[0]), "_id": sample_id})
+    data.write_text("\n".join([bad, bad, *lines]) + "\n")
+    items = list(read_task(open_longbench(longbench_dir), "qasper", limit=2))
+    assert [type(i) for i in items] == [Skip, Skip, Sample, Sample]
+    assert all(i.reason.startswith(reason) for i in items[:2]), [i.reason for i in items[:2]]
+    assert [i.source for i in items[:2]] == ["qasper.jsonl:1", "qasper.jsonl:2"]
+
+
+def test_an_empty_task_file_and_a_task_without_max_length_are_warned(longbench_dir, caplog):
+    (longbench_dir / "data" / "trec.jsonl").write_text("\n")
+    path = longbench_dir / "config" / "dataset2maxlen.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "qasper"}))
+    with caplog.at_level("WARNING"):
+        work = plan(open_longbench(longbench_dir), ["trec", "qasper", "lcc"], 1)
+    assert len(work.warnings) == 2
+    assert "trec.jsonl" in work.warnings[0] and "no records" in work.warnings[0]
+    assert "qasper" in work.warnings[1] and "dataset2maxlen.json" in work.warnings[1]
+    for w in work.warnings:
+        assert w in caplog.text
+    assert [s.task for s in work.samples] == ["qasper", "lcc"]
+
+
+@pytest.mark.parametrize("tasks", ["", " , ", [], ["qasper", ""]])
+def test_an_empty_task_name_is_an_error_not_every_task(longbench_dir, tasks):
+    from flows.params import as_list
+
+    with pytest.raises(LongBenchError, match="empty task name"):
+        plan(open_longbench(longbench_dir), as_list(tasks), 1)
+
+
+def test_no_tasks_given_still_means_every_task(longbench_dir):
+    assert len(plan(open_longbench(longbench_dir), None, 1).samples) == 5
+
+
+def test_evaluate_refuses_an_empty_task_list_too():
+    """`evaluate tasks=""` reaches the selection as []: an error, not every extracted task."""
+    import duckdb
+
+    from transform.samples import SelectionError, select
+
+    with pytest.raises(SelectionError, match="empty task name"):
+        select(duckdb.connect(), "r1", [])

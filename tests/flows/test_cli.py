@@ -44,3 +44,10 @@ def test_tables_lists_every_schema(capsys):
     out = capsys.readouterr().out
     for name, table in TABLES.items():
         assert f"{name}: {table.grain}" in out
+
+
+def test_keep_with_an_empty_task_list_is_an_error_not_every_task(tmp_path, capsys):
+    """`--tasks ""` used to read as 'no filter' and rank every extracted task."""
+    rc = main(["keep", "snapkv", "--budget", "64", "--tasks", "", "--data", str(tmp_path / "data"),
+               "--db", str(tmp_path / "kv.duckdb")])  # fmt: skip
+    assert rc == 2 and "empty task name" in capsys.readouterr().err
