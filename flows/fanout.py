@@ -57,8 +57,9 @@ def run_shards(deployment: str, shards: list[Shard], params: dict, poll: float =
     with get_client(sync_client=True) as client:
         while pending:
             time.sleep(poll)
+            states = _states(client, [r.flow_run_id for r in pending])
             for r in list(pending):
-                state = client.read_flow_run(r.flow_run_id).state
+                state = states.get(r.flow_run_id)
                 if state is None or not state.is_final():
                     continue
                 r.state, r.message = state.type.name, state.message or ""
@@ -77,12 +78,26 @@ def run_shards(deployment: str, shards: list[Shard], params: dict, poll: float =
     return runs
 
 
-def _read_outcomes(client, runs: list[ShardRun]) -> None:
+def _states(client, ids: list[UUID], page: int = 200) -> dict:
+    """The current state of each flow run, one request per `page` runs (the server's default limit)."""
+    out = {}
+    for i in range(0, len(ids), page):
+        found = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids[i : i + page])),
+                                      limit=page)  # fmt: skip
+        out.update({fr.id: fr.state for fr in found})
+    return out
+
+
+def _read_outcomes(client, runs: list[ShardRun], page: int = 200) -> None:
+    """Each shard's outcome table (one artifact per shard run), `page` runs per request."""
     by_run = {r.flow_run_id: r for r in runs}
-    arts = client.read_artifacts(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(by_run))),
-        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(exists_=False)),
-    )
+    ids, arts = list(by_run), []
+    for i in range(0, len(ids), page):
+        arts += client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids[i : i + page])),
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(exists_=False)),
+            limit=page,
+        )
     for art in arts:
         r = by_run.get(art.flow_run_id)
         if r is not None and art.description == OUTCOMES_KEY:
