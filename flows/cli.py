@@ -24,7 +24,9 @@ def command(name: str, help: str, args: Callable[[argparse.ArgumentParser], None
 
 def _sql_args(p):
     p.add_argument("query", nargs="?", help="SQL to run (read from stdin when omitted)")
-    p.add_argument("--db", help="catalog file (default warehouse/kv.duckdb or $KVW_DB)")
+    p.add_argument(
+        "--db", help="catalog file (default warehouse/kv.duckdb or $KVW_DB); a missing one is built over data/ beside"
+    )
     p.add_argument(
         "--data", help="query this Parquet root instead (a folder or s3://bucket/prefix/data): views made in memory"
     )
@@ -72,7 +74,7 @@ def _sql(a) -> int:
 
 
 def _catalog_args(p):
-    p.add_argument("--data", help="Parquet root (default warehouse/data or $KVW_DATA)")
+    p.add_argument("--data", help="Parquet root (default: data/ beside --db; else $KVW_DATA or warehouse/data)")
     p.add_argument("--db", help="catalog file to write (default warehouse/kv.duckdb or $KVW_DB)")
 
 
@@ -81,7 +83,11 @@ def _catalog(a) -> int:
     from warehouse import catalog, config
     from warehouse.store import Store
 
-    db = catalog.build(Store(a.data or config.data_root()), a.db)
+    data = a.data or config.catalog_data(a.db)  # --db alone: the data beside it, never the default warehouse's
+    if data is None:
+        print(f"kvw catalog: no Parquet folder beside {a.db}; name it with --data", file=sys.stderr)
+        return 2
+    db = catalog.build(Store(data), a.db)
     print(db)
     return 0
 
@@ -110,7 +116,12 @@ def _deploy(a) -> int:
         print("kvw deploy: PREFECT_API_URL is not set (`source scripts/env.sh`)", file=sys.stderr)
         return 2
     kw = {"source": a.source} if a.source else {}
-    for name in deploy(a.pool, zombie_seconds=a.zombie_seconds, **kw):
+    try:
+        names = deploy(a.pool, zombie_seconds=a.zombie_seconds, **kw)
+    except ValueError as err:
+        print(f"kvw deploy: {err}", file=sys.stderr)
+        return 2
+    for name in names:
         print(f"{name} on pool {a.pool}")
     print(f"now: kvw worker --pool {a.pool} --gpu N (or --cpu N --threads T), then run with -p work_pool={a.pool}")
     return 0

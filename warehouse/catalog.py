@@ -18,7 +18,7 @@ import duckdb
 
 from warehouse import config, remote
 from warehouse.schemas import TABLES, Table
-from warehouse.store import Store
+from warehouse.store import Store, StoreError
 
 VIEWS_DIR = Path(__file__).parent / "views"
 
@@ -33,19 +33,54 @@ def _quote(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def table_sql(store: Store, table: Table) -> str:
+def table_sql(store: Store, table: Table, filename: bool = False) -> str:
     """The view of one table. Locally DuckDB unions the files' schemas by name (older files may lack a newer
     column). On an object store that would read every file's footer at every bind (each SQL view that names
     the table binds it again): 100 s for 1,000 files on a loopback server. There the declared schema comes
     from one empty file read first, the other files must have it (a file that lacks a column is named when
-    queried), and a bind reads one footer whatever the number of files."""
+    queried), and a bind reads one footer whatever the number of files. `filename` adds each row's file."""
     if not store.files(table.name):
         return f"SELECT * FROM read_parquet({_quote(store.empty_file(table))})"
+    extra = ", filename = true" if filename else ""
     if store.remote:
         files = f"[{_quote(store.empty_file(table))}, {_quote(store.glob(table.name))}]"
-        return f"SELECT * FROM read_parquet({files}, hive_partitioning = true, union_by_name = false)"
+        return f"SELECT * FROM read_parquet({files}, hive_partitioning = true, union_by_name = false{extra})"
+    glob = _quote(store.glob(table.name))
+    return f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true{extra})"
+
+
+# Sample-level tables show a sample's rows only once its `samples` row (written last: the done marker)
+# exists, so a sample cut short by a crash or a full disk stays invisible until its rerun completes it.
+# `skipped` is exempt: it records samples that will never have one.
+DONE_MARKER = "samples"
+GATED = tuple(
+    t.name
+    for t in TABLES.values()
+    if t.name not in (DONE_MARKER, "skipped") and {"run_id", "model", "task", "sample_id"} <= set(t.columns)
+)
+# Extraction writes these one file per sample, named after it beside the marker's (extract/run.py), so the
+# gate compares file names with a listing of the markers: 20% on a full scan of 30M token_stats rows, where
+# a per-row join on the four key columns took 6x. Batch-written tables (rankings, quality) join on the key.
+PER_SAMPLE_FILES = ("tokens", "token_stats", "layer_stats", "kv")
+
+
+def _prefix(store: Store, table: str) -> str:
+    glob = store.glob(table)
+    assert glob.endswith("**/*.parquet"), glob
+    return glob.removesuffix("**/*.parquet")
+
+
+def gated_sql(store: Store, table: Table) -> str:
+    """The view of a sample-level table: only rows whose sample has its done marker."""
+    if not store.files(table.name):
+        return table_sql(store, table)
+    if table.name in PER_SAMPLE_FILES:
+        marker, mine = _prefix(store, DONE_MARKER), _prefix(store, table.name)
+        done = f"SELECT {_quote(mine)} || substr(file, {len(marker) + 1}) FROM glob({_quote(store.glob(DONE_MARKER))})"
+        return f"SELECT * EXCLUDE (filename) FROM ({table_sql(store, table, filename=True)}) WHERE filename IN ({done})"
     return (
-        f"SELECT * FROM read_parquet({_quote(store.glob(table.name))}, hive_partitioning = true, union_by_name = true)"
+        f"SELECT * FROM ({table_sql(store, table)}) AS t WHERE EXISTS (SELECT 1 FROM {DONE_MARKER} AS d"
+        " WHERE d.run_id = t.run_id AND d.model = t.model AND d.task = t.task AND d.sample_id = t.sample_id)"
     )
 
 
@@ -55,9 +90,11 @@ def view_files() -> list[Path]:
 
 
 def create_views(con: duckdb.DuckDBPyConnection, store: Store) -> None:
-    """One view per table over the store's files, the macros, then the SQL views of views/."""
-    for table in TABLES.values():
-        con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {table_sql(store, table)}")
+    """One view per table over the store's files (sample-level ones gated by the done marker), the macros, then
+    the SQL views of views/."""
+    for table in sorted(TABLES.values(), key=lambda t: t.name in GATED):  # the done marker before its users
+        sql = gated_sql(store, table) if table.name in GATED else table_sql(store, table)
+        con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {sql}")
     con.execute(MACROS)
     for sql in view_files():
         con.execute(sql.read_text())
@@ -91,11 +128,23 @@ def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Pa
     return db
 
 
+class CatalogError(StoreError):
+    """No catalog file, and no data it could describe: refused rather than built over another warehouse."""
+
+
 def connect(db: str | os.PathLike | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """Open the catalog (built first if it does not exist yet), able to read the object stores its views name."""
+    """Open the catalog, able to read the object stores its views name. A missing catalog is built over the
+    data beside it (config.catalog_data), never over the default warehouse: that answered 0 rows where the
+    folder held samples."""
     db = Path(db or config.db_path())
     if not db.exists():
-        build(db=db)
+        data = config.catalog_data(db)
+        if data is None:
+            raise CatalogError(
+                f"no catalog at {db} and no Parquet folder beside it ({db.parent / 'data'}); "
+                f"build one with `kvw catalog --data DATA --db {db}`"
+            )
+        build(Store(data), db=db)
     con = duckdb.connect(str(db), read_only=read_only)
     try:
         views = con.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()

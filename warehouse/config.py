@@ -32,6 +32,16 @@ def db_path() -> Path:
     return _env_path("KVW_DB", REPO / "warehouse" / "kv.duckdb")
 
 
+def catalog_data(db: str | os.PathLike | None = None) -> Path | str | None:
+    """The Parquet root a catalog file describes, so a catalog is never built over another warehouse's data:
+    the configured root for the configured catalog (KVW_DATA with KVW_DB), else the `data/` folder beside
+    the file (the layout of a flow's `output`), or None when that folder does not exist."""
+    if db is None or Path(db).expanduser().resolve() == db_path():
+        return data_root()
+    beside = Path(db).expanduser().resolve().parent / "data"
+    return beside if beside.is_dir() else None
+
+
 def cache_dir() -> Path:
     """Converted models and downloads (KVW_CACHE, default ~/.cache/kvwarehouse)."""
     return _env_path("KVW_CACHE", Path.home() / ".cache" / "kvwarehouse")
