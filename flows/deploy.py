@@ -30,7 +30,8 @@ SHARD_FLOWS = {
 }
 DEPLOYMENT = "longbench"
 ZOMBIE_AUTOMATION = "kvwarehouse: crash shard runs that stop sending heartbeats"
-ZOMBIE_SECONDS = 90  # three missed heartbeats of a `kvw worker` shard (PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30)
+HEARTBEAT_SECONDS = 30  # shard runs' heartbeats (Prefect's minimum; its default is 180), set on the deployment
+ZOMBIE_SECONDS = 90  # three missed heartbeats
 
 
 def ensure_pool(pool: str) -> bool:
@@ -50,6 +51,8 @@ def ensure_zombie_automation(seconds: int = ZOMBIE_SECONDS) -> Automation:
     """Prefect's zombie-flow recipe, for shard runs only: a run tagged `shard` that sends no heartbeat (and
     no final state) for `seconds` is marked Crashed, so the parent resubmits it. Without it a shard whose
     whole worker died (a lost node) stays Running and its parent waits forever."""
+    if seconds < 2 * HEARTBEAT_SECONDS:
+        raise ValueError(f"zombie seconds must be >= {2 * HEARTBEAT_SECONDS} (two heartbeats), got {seconds}")
     try:
         old = Automation.read(name=ZOMBIE_AUTOMATION)
     except ValueError:
@@ -95,7 +98,10 @@ def deploy(
     names = []
     for entrypoint, description in (entrypoints or SHARD_FLOWS).items():
         shard_flow = flow.from_source(source=str(Path(source).resolve()), entrypoint=entrypoint)
+        # heartbeats every 30 s on whatever process worker runs the shard (the zombie automation counts on them)
+        beat = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}
         shard_flow.deploy(name=DEPLOYMENT, work_pool_name=pool, description=description, tags=["kvwarehouse", "shard"],
+                          job_variables=beat,
                           build=False, push=False, print_next_steps=False, ignore_warnings=True)  # fmt: skip
         names.append(f"{shard_flow.name}/{DEPLOYMENT}")
     return names

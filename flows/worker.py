@@ -22,7 +22,6 @@ from warehouse.config import REPO
 THREADS_VAR = "KVW_TORCH_THREADS"
 GRACE_SECONDS = 15.0
 RESTART_DELAY = 2.0
-HEARTBEAT_SECONDS = "30"  # shard runs' heartbeats: the zombie automation of `kvw deploy` waits for three
 
 
 def apply_thread_pin() -> int:
@@ -63,11 +62,9 @@ def worker_command(pool: str, name: str) -> list[str]:
 
 
 def worker_env(slot: Slot) -> dict[str, str]:
-    """The caller's environment, the slot's pins, the repo on PYTHONPATH (shard flows import `flows.*`) and
-    heartbeats often enough for `kvw deploy`'s zombie automation."""
+    """The caller's environment, the slot's pins, and the repo on PYTHONPATH (shard flows import `flows.*`)."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    beat = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", HEARTBEAT_SECONDS)}
-    return {**os.environ, **beat, **slot.env, "PYTHONPATH": path}
+    return {**os.environ, **slot.env, "PYTHONPATH": path}
 
 
 def run_workers(pool: str, chosen: list[Slot]) -> int:
