@@ -107,6 +107,12 @@ def memory(store: Store) -> duckdb.DuckDBPyConnection:
     return con
 
 
+# The catalog file's storage format, so the DuckDB CLIs users have open it: DuckDB 2.0 writes its own v2.0.0
+# by default, which every 1.x refuses ("created with a newer version"). v1.2.0 files open in 1.2 and later;
+# the views themselves need 1.3 (1.2 reads float16 Parquet columns as BLOB, and has no 3-way list_concat).
+STORAGE_VERSION = "v1.2.0"
+
+
 def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Path:
     """(Re)write the catalog file for everything currently in the store."""
     store = store or Store(config.data_root())
@@ -115,10 +121,12 @@ def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Pa
     tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        con = store.connect(str(tmp))
+        con = store.connect()
         try:
+            con.execute(f"ATTACH {_quote(tmp)} AS kvw_catalog (STORAGE_VERSION {_quote(STORAGE_VERSION)})")
+            con.execute("USE kvw_catalog")
             create_views(con, store)
-            con.execute("CHECKPOINT")
+            con.execute("CHECKPOINT kvw_catalog")
         finally:
             con.close()
         os.replace(tmp, db)
