@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -66,24 +67,48 @@ def extract_sample(
     return process_sample(store, loaded, lb, sample, run_id, max_tokens, cfg, overwrite)
 
 
-def extract_all(store: Store, loaded, lb: LongBench, samples, run_id: str, max_tok: int, cfg, overwrite: bool) -> list:
-    """One task run per sample; a sample that still raises after its retries is recorded as failed, not fatal."""
+def check_concurrency(concurrency: int | None) -> None:
+    if concurrency is not None and concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1 (or empty: 3 on a GPU, 1 on a CPU), got {concurrency}")
+
+
+def in_flight(concurrency: int | None, loaded) -> int:
+    """Samples extracted at once: 3 on an accelerator (it prefills one at a time, under
+    extract.sample.DEVICE_LOCK, while the others tokenize and write: 2-3x a GPU run's throughput), 1 on a CPU,
+    whose cores the prefill already fills."""
+    check_concurrency(concurrency)
+    return concurrency or (3 if str(loaded.device).startswith("cuda") else 1)
+
+
+def extract_all(
+    store: Store, loaded, lb: LongBench, samples, run_id: str, max_tok: int, cfg, overwrite: bool, concurrency: int = 1
+) -> list:
+    """One task run per sample, up to `concurrency` at once; a sample that still raises after its retries is
+    recorded as failed, not fatal."""
     log = get_run_logger()
     outcomes = []
-    for i, sample in enumerate(samples, 1):
+    window: deque = deque()
+
+    def settle(sample, run) -> None:
         try:
-            outcome = extract_sample(store, loaded, lb, sample, run_id, max_tok, cfg, overwrite)
+            outcome = run() if callable(run) else run.result()
         except Exception as err:  # after retries: record why, keep going with the other samples
-            outcome = record_skip(
-                store,
-                run_id,
-                loaded.name,
-                Skip(sample.task, sample.sample_id, sample.source, f"extraction failed: {err!r}"),
-                status="failed",
-            )
+            skip = Skip(sample.task, sample.sample_id, sample.source, f"extraction failed: {err!r}")
+            outcome = record_skip(store, run_id, loaded.name, skip, status="failed")
         outcomes.append(outcome)
-        log.info("[%d/%d] %s/%s %s %d tokens %.1fs", i, len(samples), sample.task, sample.sample_id, outcome.status,
-                 outcome.n_tokens, outcome.seconds)  # fmt: skip
+        log.info("[%d/%d] %s/%s %s %d tokens %.1fs", len(outcomes), len(samples), sample.task, sample.sample_id,
+                 outcome.status, outcome.n_tokens, outcome.seconds)  # fmt: skip
+
+    for sample in samples:
+        args = (store, loaded, lb, sample, run_id, max_tok, cfg, overwrite)
+        if concurrency <= 1:
+            settle(sample, lambda args=args: extract_sample(*args))
+            continue
+        window.append((sample, extract_sample.submit(*args)))
+        if len(window) >= concurrency:
+            settle(*window.popleft())
+    while window:
+        settle(*window.popleft())
     return outcomes
 
 
@@ -120,6 +145,7 @@ def extract(
     device: str = "auto",
     dtype: str = "auto",
     attn: str = "auto",
+    concurrency: int | None = None,  # samples in flight per process; None: 3 on a GPU, 1 on a CPU
     work_pool: str | None = None,  # fan shards out to this pool's workers (`kvw deploy --pool`); None: in-process
     shard_size: int = DEFAULT_SHARD_SIZE,  # samples per shard (one task each) when `work_pool` is set
 ):
@@ -127,6 +153,7 @@ def extract(
 
     Ends Failed (after writing the run record, the catalog and the summary) when any sample or shard failed."""
     args = dict(locals())  # every parameter, defaults included: what each shard is handed
+    check_concurrency(concurrency)
     if work_pool:
         return _fan_out(args)
     log = get_run_logger()
@@ -144,7 +171,8 @@ def extract(
              len({s.task for s in work.samples}), lb.root, store.root)  # fmt: skip
 
     outcomes = [record_skip(store, run_id, loaded.name, s) for s in work.skips]
-    outcomes += extract_all(store, loaded, lb, work.samples, run_id, max_tok, cfg, overwrite)
+    outcomes += extract_all(store, loaded, lb, work.samples, run_id, max_tok, cfg, overwrite,
+                            in_flight(concurrency, loaded))  # fmt: skip
 
     seconds = time.perf_counter() - t0
     parameters = dict(flow_run.parameters) or {"model": model, "tasks": tasks, "limit": limit}
@@ -234,9 +262,11 @@ def extract_shard(
     device: str = "auto",
     dtype: str = "auto",
     attn: str = "auto",
+    concurrency: int | None = None,
 ):
     """One shard of an `extract` run on a pool worker: samples start..stop-1 of `task` (and the bad records
     among them). Idempotent: done samples are skipped, so a resubmitted shard finishes what is missing."""
+    check_concurrency(concurrency)
     threads = worker.apply_thread_pin()
     log = get_run_logger()
     lb = open_longbench(data_dir)
@@ -251,7 +281,8 @@ def extract_shard(
              shard.name, run_id, len(samples), len(skips), threads,
              os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
     outcomes = [record_skip(store, run_id, loaded.name, s) for s in skips]
-    outcomes += extract_all(store, loaded, lb, samples, run_id, max_tok, cfg, overwrite)
+    outcomes += extract_all(store, loaded, lb, samples, run_id, max_tok, cfg, overwrite,
+                            in_flight(concurrency, loaded))  # fmt: skip
     meta = {k: getattr(loaded, k) for k in RUN_META}
     rows = [{**asdict(o), **meta, "run_id": run_id, "model": loaded.name, "max_tokens_effective": max_tok}
             for o in outcomes]  # fmt: skip

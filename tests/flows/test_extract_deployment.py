@@ -23,7 +23,9 @@ def served(prefect_server, tmp_path_factory):
 
 def test_deployment_run_writes_queryable_parquet(served):
     env, base = served
-    r = run_deployment(env, "extract/longbench", "tasks=qasper,trec", "limit=1", "max_tokens=256")
+    # two samples in flight (extract.sample.DEVICE_LOCK serialises the prefills): the rows are what one at a time
+    # writes (tests/extract/test_extract_real.py), the counts below what a run must show
+    r = run_deployment(env, "extract/longbench", "tasks=qasper,trec", "limit=1", "max_tokens=256", "concurrency=2")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     con = duckdb.connect(str(base / "kv.duckdb"), read_only=True)
     assert con.execute("SELECT task, n_tokens FROM samples ORDER BY task").fetchall() == [
