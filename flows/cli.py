@@ -133,7 +133,9 @@ def _worker_args(p):
     g.add_argument("--gpu", type=int, metavar="N", help="one worker per GPU 0..N-1, pinned by CUDA_VISIBLE_DEVICES")
     g.add_argument("--gpus", metavar="0,1,...", help="one worker per listed GPU id")
     g.add_argument("--cpu", type=int, metavar="N", help="N CPU workers (no GPU visible)")
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / N on CPU; torch's on GPU)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: the cores / the workers)")
+    p.add_argument("--per-gpu", type=int, default=1, metavar="K",
+                   help="K workers per GPU, each with its own model: they overlap extraction's CPU side")  # fmt: skip
     p.add_argument("--name", default=None, help="worker name prefix (default: the host name)")
 
 
@@ -147,7 +149,7 @@ def _worker(a) -> int:
     if a.gpu is not None:
         gpus = [str(i) for i in range(a.gpu)]
     try:
-        chosen = slots(gpus, a.cpu, a.threads, a.name or socket.gethostname())
+        chosen = slots(gpus, a.cpu, a.threads, a.name or socket.gethostname(), a.per_gpu)
     except ValueError as err:
         print(f"kvw worker: {err}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from warehouse.config import REPO
@@ -40,15 +41,25 @@ class Slot:
     env: dict[str, str]
 
 
-def slots(gpus: list[str] | None, cpu: int | None, threads: int | None, prefix: str) -> list[Slot]:
-    """One worker per GPU id (CUDA_VISIBLE_DEVICES), or `cpu` workers; each with `threads` torch threads
-    (default: the cores divided among the workers)."""
+def slots(gpus: list[str] | None, cpu: int | None, threads: int | None, prefix: str, per_gpu: int = 1) -> list[Slot]:
+    """`per_gpu` workers per GPU id (CUDA_VISIBLE_DEVICES), or `cpu` workers; each with `threads` torch threads
+    (default: the cores divided among the workers). Several workers per GPU run the CPU half of extraction
+    (tokenizing, Parquet) in parallel processes: on an H200, 3 per GPU took an 8B model's extraction from 2.4x
+    to 1.7x its bare prefill (README, On a GPU); each holds its own model copy."""
+    if per_gpu < 1:
+        raise ValueError(f"--per-gpu must be >= 1, got {per_gpu}")
+    if gpus:
+        gpus = [g for g in gpus for _ in range(per_gpu)]
     n = len(gpus) if gpus else cpu
     if not n or n < 1:
         raise ValueError("give --gpu N, --gpus 0,1,... or --cpu N")
     threads = threads or max(1, (os.cpu_count() or 1) // n)  # the node's cores, shared out: no oversubscription
     if gpus:
-        return [Slot(f"{prefix}-gpu{g}", {"CUDA_VISIBLE_DEVICES": g, **_threads(threads)}) for g in gpus]
+        out, seen = [], Counter(gpus)
+        for i, g in enumerate(gpus):
+            nth = f"-{gpus[:i].count(g)}" if seen[g] > 1 else ""  # a GPU listed twice gets two named workers
+            out.append(Slot(f"{prefix}-gpu{g}{nth}", {"CUDA_VISIBLE_DEVICES": g, **_threads(threads)}))
+        return out
     return [Slot(f"{prefix}-cpu{i}", {"CUDA_VISIBLE_DEVICES": "", **_threads(threads)}) for i in range(cpu)]
 
 

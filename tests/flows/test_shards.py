@@ -50,6 +50,14 @@ def test_one_worker_per_gpu_or_per_cpu_slice():
         ("node-gpu0", "0", "4"), ("node-gpu1", "1", "4"), ("node-gpu7", "7", "4"),
     ]  # fmt: skip
     assert slots(["0"] * 64, None, None, "big")[0].env["OMP_NUM_THREADS"] == "1"  # never 0 threads
+    assert [s.name for s in slots(["0", "0", "1"], None, None, "n")] == ["n-gpu0-0", "n-gpu0-1", "n-gpu1"]
+    three = slots(["0", "1"], None, None, "n", per_gpu=3)  # names unique per worker, GPUs in order
+    assert [(s.name, s.env["CUDA_VISIBLE_DEVICES"]) for s in three] == [
+        ("n-gpu0-0", "0"), ("n-gpu0-1", "0"), ("n-gpu0-2", "0"), ("n-gpu1-0", "1"), ("n-gpu1-1", "1"),
+        ("n-gpu1-2", "1"),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="--per-gpu must be >= 1"):
+        slots(["0"], None, None, "n", per_gpu=0)
     cpu = slots(None, 2, 3, "box")
     assert [s.name for s in cpu] == ["box-cpu0", "box-cpu1"]
     assert cpu[0].env == {"CUDA_VISIBLE_DEVICES": "", "KVW_TORCH_THREADS": "3", "OMP_NUM_THREADS": "3",
