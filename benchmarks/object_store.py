@@ -17,6 +17,7 @@ table once per prefix instead of folder by folder.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import statistics
@@ -41,6 +42,7 @@ def start_server() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise, when logging is set up
     endpoint = f"http://127.0.0.1:{port}"
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
