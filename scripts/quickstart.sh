@@ -52,4 +52,4 @@ q="SELECT layer, round(avg(key_norm), 2) AS key_norm, round(avg(value_norm), 2) 
 echo "Try:  .venv/bin/kvw sql \"$q\""
 kvw sql "$q"
 echo "      .venv/bin/kvw compare sink_recent snapkv h2o      # policies side by side over the quality table"
-echo "      duckdb warehouse/kv.duckdb                         # any DuckDB >= 1.2 CLI"
+echo "      duckdb warehouse/kv.duckdb                         # a DuckDB CLI 1.3 or newer"
