@@ -1,6 +1,7 @@
 """The Parquet store: derived paths, schema enforcement, atomic and idempotent writes."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -66,17 +67,22 @@ def test_unsafe_partition_values_are_refused(tmp_path, value):
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    """The rename fails after the temp file is fully written: the old file stays, the temp goes."""
+    import os
+
     store = Store(tmp_path)
     store.write("skipped", skip_rows(reason="kept"), "s1")
-    import pyarrow.parquet as pq
+    real_replace, seen = os.replace, []
 
-    def boom(*a, **k):
+    def boom(src, dst):
+        seen.append(Path(src).stat().st_size)  # the temp file exists and holds the new data
         raise OSError("disk full")
 
-    monkeypatch.setattr(pq, "write_table", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         store.write("skipped", skip_rows(reason="lost"), "s1")
-    monkeypatch.undo()
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert seen and seen[0] > 0, "the failure came after the temp file was written"
     assert store.read("skipped", "s1", model="m", task="qasper", run_id="r1")["reason"].to_pylist() == ["kept"]
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["s1.parquet"]
 
