@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import altair as alt
 import pyarrow as pa
@@ -52,6 +53,25 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
     path = html.write(tmp_path / "sub" / "p.html", "x")
     html.write(path, "y")
     assert path.read_text() == "y" and [p.name for p in path.parent.iterdir()] == ["p.html"]
+
+
+def test_failed_write_keeps_the_old_page_and_leaves_no_temp(tmp_path, monkeypatch):
+    """The rename fails after the whole temp page is written: the old page stays, the temp goes."""
+    import os
+
+    path = html.write(tmp_path / "p.html", "old")
+    real_replace, seen = os.replace, []
+
+    def boom(src, dst):
+        seen.append(Path(src).read_text())  # the temp page exists and holds the new text
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        html.write(path, "new")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert seen == ["new"], "the failure came after the temp page was written"
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["p.html"]
 
 
 def test_compact_keeps_four_significant_digits_and_nulls():
