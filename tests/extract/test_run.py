@@ -3,11 +3,13 @@
 from datetime import UTC, datetime
 
 import duckdb
+import pyarrow as pa
 
 from extract.longbench import Skip, open_longbench
 from extract.model import Loaded
-from extract.run import Outcome, make_run_id, plan, record_skip, summary_markdown, write_run
+from extract.run import Outcome, make_run_id, plan, record_skip, summary_markdown, write_run, write_sample
 from extract.sample import StatsConfig
+from warehouse.schemas import SAMPLES
 from warehouse.store import Store
 
 
@@ -47,3 +49,10 @@ def test_skips_are_recorded_listed_and_cleared(tmp_path, longbench_dir):
     assert "| trec | ? | trec.jsonl:3: malformed JSON" in md and "| trec | x | trec.jsonl:1: boom |" in md
     again = write_run(store, fake_loaded(), "r", {"tasks": ["trec"]}, datetime.now(UTC), 1.0)
     assert again["invocations"] == 2 and again["seconds"] == 6.0
+    # a later extraction of the failed record clears its skip row; the other skip stays
+    row = {f.name: None for f in SAMPLES.schema}
+    row.update(run_id="r", model="tiny", task="trec", sample_id="x", source="trec.jsonl:1", n_tokens=256)
+    write_sample(store, {"samples": pa.Table.from_pylist([row], SAMPLES.schema)}, head_dim=4)
+    rows = duckdb.execute("SELECT source FROM read_parquet(?) ORDER BY source", [store.glob("skipped")])
+    assert [r[0] for r in rows.fetchall()] == ["trec.jsonl:3"], "the extracted sample's skip row is cleared"
+    assert write_run(store, fake_loaded(), "r", {"tasks": ["trec"]}, datetime.now(UTC), 1.0)["skipped"] == 1
