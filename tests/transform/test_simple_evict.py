@@ -75,12 +75,32 @@ def test_build_eviction_config_speaks_the_brief_cli():
     assert BLOCK_N == 128
 
 
-def test_spread_is_exact_linspace_and_agrees_with_torch_where_torch_is_exact():
+SPREAD_BY_HAND = {  # floor(i * (n - 1) / (k - 1)), worked out on paper
+    (1, 1): [0],
+    (5, 1): [0],
+    (100, 2): [0, 99],
+    (5, 3): [0, 2, 4],
+    (8, 3): [0, 3, 7],  # 3.5 -> 3
+    (10, 4): [0, 3, 6, 9],
+    (11, 4): [0, 3, 6, 10],  # 3.33 -> 3, 6.67 -> 6
+    (26, 4): [0, 8, 16, 25],  # 8.33, 16.67
+    (6, 6): [0, 1, 2, 3, 4, 5],
+    (17, 15): [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 16],  # i * 8/7: 7 -> exactly 8
+}
+
+
+@pytest.mark.parametrize(("n", "k"), sorted(SPREAD_BY_HAND))
+def test_spread_matches_hand_computed_cases(n, k):
+    assert spread(n, k) == SPREAD_BY_HAND[n, k]
+
+
+def test_spread_is_even_and_agrees_with_torch_where_torch_is_exact():
+    """Properties that hold for any exact spread, without restating its formula."""
     for n in range(1, 60):
         for k in range(1, n + 1):
             got = spread(n, k)
             assert got == sorted(set(got)) and len(got) == k and got[0] == 0 and got[-1] == (n - 1 if k > 1 else 0)
-            exact = [(i * (n - 1)) // (k - 1) for i in range(k)] if k > 1 else [0]
-            assert got == exact
+            gaps = {b - a for a, b in zip(got, got[1:], strict=False)}
+            assert not gaps or max(gaps) - min(gaps) <= 1, (n, k, got)  # evenly spread
     assert spread(17, 15)[7] == 8  # float32 torch.linspace gives 7.9999 -> 7 here on some CPUs
     assert torch.linspace(0, 25, 4).long().tolist() == spread(26, 4) == [0, 8, 16, 25]
