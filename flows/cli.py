@@ -6,6 +6,7 @@ Each subcommand is a thin wrapper over an importable function; `kvw <cmd> -h` fo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -291,6 +292,7 @@ def _report(a) -> int:
     model = a.model or models.DEFAULT_MODEL
     try:
         select(only)
+        config.writable_dir(a.out or config.reports_dir(), "--out")
         store = Store(a.data or config.data_root())
         db = catalog.build(store, a.db)
         con = catalog.connect(db, read_only=True)
@@ -319,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, (help_, args, _) in COMMANDS.items():
         args(sub.add_parser(name, help=help_, description=help_))
     a = ap.parse_args(argv)
-    return COMMANDS[a.cmd][2](a)
+    try:
+        return COMMANDS[a.cmd][2](a)
+    except BrokenPipeError:  # `kvw sql --csv ... | head` closed our stdout: that is not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot raise again
+        return 141  # 128 + SIGPIPE, what a shell tool killed by the closed pipe reports
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def report(
         raise ValueError(f"demo_mode must be one of {', '.join(DEMO_MODES)}, got {demo_mode!r}")
     reports.select(only)  # unknown report names fail before any work
     data, db = (str(p) for p in config.locations(output))
-    out_dir = Path(out) if out else config.reports_dir()
+    out_dir = config.writable_dir(out or config.reports_dir(), "out")  # before the catalog and the demo
 
     refresh_catalog(data, db)
     missing = missing_demo_tables(db, model)

@@ -55,6 +55,20 @@ def choose_run(con: duckdb.DuckDBPyConnection, table: str, preferred: str | None
     return rows[0][0] if rows else None
 
 
+def check_run(con: duckdb.DuckDBPyConnection, reports: list[Report], run: str) -> None:
+    """Refuse a run that none of the reports' tables holds: `choose_run` would silently draw another one."""
+    tables = sorted({r.needs[0] for r in reports if "run_id" in TABLES[_check_table(r.needs[0])].columns})
+    if not tables:
+        return
+    union = " UNION ".join(f"SELECT DISTINCT run_id FROM {t}" for t in tables)  # names from TABLES only
+    known = sorted(r for (r,) in con.execute(union).fetchall() if r is not None)
+    if run not in known:
+        raise ReportError(
+            f"run {run!r} is not in {', '.join(tables)}; runs there: {', '.join(known[:10]) or 'none'}"
+            + (f" (+{len(known) - 10} more)" if len(known) > 10 else "")
+        )
+
+
 def default_run(con: duckdb.DuckDBPyConnection) -> str | None:
     """The extraction run with the most samples (latest first on a tie)."""
     rows = con.execute(
@@ -113,6 +127,8 @@ def build_all(
     con = catalog.connect(db, read_only=True)
     built: list[Built] = []
     try:
+        if run is not None:
+            check_run(con, reports, run)
         run = run or default_run(con)
         for report in reports:
             try:

@@ -153,7 +153,15 @@ def connect(db: str | os.PathLike | None = None, read_only: bool = True) -> duck
                 f"build one with `kvw catalog --data DATA --db {db}`"
             )
         build(Store(data), db=db)
-    con = duckdb.connect(str(db), read_only=read_only)
+    try:
+        con = duckdb.connect(str(db), read_only=read_only)
+    except duckdb.IOException as err:
+        if "Could not set lock" not in str(err):
+            raise
+        raise CatalogError(
+            f"the catalog {db} is in use by another process that holds it read-write (a `duckdb {db.name}` "
+            f"shell, a flow rebuilding it): close that, or query the Parquet directly with `kvw sql --data DATA`"
+        ) from err
     try:
         views = con.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()
         remote.register(con, remote.protocols_in(v for (v,) in views))

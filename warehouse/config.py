@@ -62,3 +62,17 @@ def locations(output: str | os.PathLike | None = None) -> tuple[Path | str, Path
         base = Path(output).expanduser().resolve()
         return base / "data", base / "kv.duckdb"
     return data_root(), db_path()
+
+
+def writable_dir(folder: str | os.PathLike, what: str = "output") -> Path:
+    """Create `folder` and write a probe file in it, so an unwritable destination is refused before any work:
+    `output=/proc/forbidden` used to fail only after the model load and the prefills."""
+    path = Path(folder).expanduser().resolve()
+    probe = path / f".kvw-write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{what} {path} is not a writable folder ({err.strerror or err})") from None
+    return path
