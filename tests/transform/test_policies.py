@@ -72,13 +72,61 @@ def test_policy_id_is_stable_and_covers_every_parameter():
     assert a.label() == "snapkv(budget=0.25)"
 
 
+def brief_keep(n: int, sink: int = 256, recent: int = 512, middle: int = 0, stride: int = 0, block_n: int = 128):
+    """The brief (seeds/simple-kv-eviction.md) read directly, in numpy: [0, sink) and [n - recent, n); whole
+    block_n-blocks strictly between them, every stride-th from the first, or middle // block_n of them evenly
+    spaced (at least one when middle > 0), first and last included. Written apart from transform.simple_evict."""
+    keep = np.zeros(n, dtype=bool)
+    keep[: min(sink, n)] = True
+    keep[max(0, n - recent) :] = True
+    blocks = [b for b in range(n // block_n + 1) if b * block_n >= min(sink, n) and (b + 1) * block_n <= n - recent]
+    if blocks and stride > 0:
+        chosen = blocks[::stride]
+    elif blocks and middle > 0:
+        k = min(len(blocks), max(1, middle // block_n))
+        chosen = (
+            [blocks[0]] if k == 1 else [blocks[int(np.floor(x + 1e-9))] for x in np.linspace(0, len(blocks) - 1, k)]
+        )
+    else:
+        chosen = []
+    for b in chosen:
+        keep[b * block_n : (b + 1) * block_n] = True
+    return np.flatnonzero(keep).tolist()
+
+
+def test_brief_keep_reproduces_the_briefs_own_examples():
+    """The reference is right where the brief says what to expect (examples 1-3, 4096 tokens)."""
+    assert brief_keep(4096) == [*range(256), *range(3584, 4096)]
+    assert len(brief_keep(4096, middle=512)) == 1280
+    assert sorted({i // 128 for i in brief_keep(4096, middle=512)}) == [0, 1, 2, 10, 18, 27, 28, 29, 30, 31]
+    assert sorted({i // 128 for i in brief_keep(4096, stride=2)} - {0, 1, *range(28, 32)}) == list(range(2, 28, 2))
+
+
 @pytest.mark.parametrize("n", [1, 5, 768, 769, 1000, 4096])
 def test_position_policies_are_the_brief_functions(n):
     s = stats(np.ones(n))
-    assert kept(make("sink_recent"), s) == build_simple_keep_token_idx(total_len=n, cfg=SimpleEvictConfig()).tolist()
-    uniform = make("sink_recent_uniform", middle_budget_tokens=512)
-    cfg = SimpleEvictConfig(256, 512, "uniform", 512)
-    assert kept(uniform, s) == build_simple_keep_token_idx(total_len=n, cfg=cfg).tolist()
+    assert kept(make("sink_recent"), s) == brief_keep(n)
+    assert kept(make("sink_recent_uniform", middle_budget_tokens=512), s) == brief_keep(n, middle=512)
+    assert kept(make("sink_recent_uniform", uniform_stride=3), s) == brief_keep(n, stride=3)
+
+
+def test_position_policies_and_the_brief_api_agree_with_the_reference_on_a_grid():
+    """Odd lengths, sinks and blocks: wherever a block boundary, a budget or a stride could be off by one."""
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        n, block_n = int(rng.integers(0, 700)), int(rng.choice([1, 3, 8, 16, 50]))
+        sink, recent = int(rng.integers(0, 120)), int(rng.integers(0, 120))
+        middle, stride = int(rng.integers(0, 300)), int(rng.choice([0, 0, 1, 2, 5]))
+        want = brief_keep(n, sink, recent, middle, stride, block_n)
+        cfg = SimpleEvictConfig(sink, recent, "uniform", middle, stride)
+        assert build_simple_keep_token_idx(total_len=n, block_n=block_n, cfg=cfg).tolist() == want, (n, cfg, block_n)
+        if n:
+            p = make("sink_recent_uniform", sink_tokens=sink, recent_tokens=recent, block_n=block_n,
+                     middle_budget_tokens=middle, uniform_stride=stride)  # fmt: skip
+            assert kept(p, stats(np.ones(n))) == want, p.label()
+            assert kept(make("sink_recent", sink_tokens=sink, recent_tokens=recent), stats(np.ones(n))) == (
+                brief_keep(n, sink, recent)
+            )
 
 
 def test_sink_recent_with_a_budget_keeps_sink_then_recent():
