@@ -83,6 +83,71 @@ def pick_attn(device: str, attn: str | None = None) -> str:
     return "sdpa"
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this machine lacks: `lm.to("cuda")` without CUDA is a raw AssertionError, found only
+    after the weights are read."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"device {device!r}: not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f"device {device!r}: this machine has no usable CUDA (torch {torch.__version__}, built for CUDA "
+                f"{torch.version.cuda or 'none'}); use device=auto or cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"device {device!r}: MPS is not available here; use device=auto or cpu")
+
+
+def _hub_reachable(timeout: float = 3.0) -> tuple[str, bool]:
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return host, True
+    except OSError:
+        return host, False
+
+
+def check_source(model: str) -> None:
+    """Refuse a model that is neither embedded, a local path, in the Hugging Face cache nor on a reachable hub:
+    transformers spends ~50 s of its own retries per attempt before saying it "couldn't connect"."""
+    if model == DEFAULT_MODEL:
+        gguf_dir()
+        return
+    if Path(model).expanduser().exists():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return
+    except ValueError as err:  # huggingface_hub's HFValidationError: not even a valid repo id
+        raise ModelError(f"model {model!r} is not a local folder nor a Hugging Face id ({err})") from None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    host, reachable = ("", False) if offline else _hub_reachable()
+    if not reachable:
+        raise ModelError(
+            f"model {model!r} is not a local folder, not in the Hugging Face cache, and "
+            + ("HF_HUB_OFFLINE is set" if offline else f"{host} cannot be reached")
+            + f": pass a local model folder, or the embedded default {DEFAULT_MODEL!r}"
+        )
+
+
+def check(model: str, device: str | None = None, dtype: str | None = None) -> None:
+    """Everything `load` needs that can be checked without loading, so a bad parameter fails in a second."""
+    dev = pick_device(device)
+    check_device(dev)
+    pick_dtype(dev, dtype)
+    check_source(model)
+
+
 def gguf_dir() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:

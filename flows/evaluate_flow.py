@@ -22,7 +22,7 @@ from prefect.states import Failed
 
 from extract.longbench import open_longbench
 from flows import fanout, worker
-from flows.params import as_list
+from flows.params import as_list, check_before_work, retryable
 from flows.shards import DEFAULT_SHARD_SIZE, Shard, counts_by_task, lost_work, make_shards
 from transform import evaluate_run as er
 from transform.evaluate import QualityWriter
@@ -49,7 +49,7 @@ def make_plan(store: Store, policies, budgets, setting, run_id, model, tasks, li
     return er.plan(store, pols, settings, run, tasks, limit, overwrite, max_new)
 
 
-@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def load_model(plan: er.Plan, device: str):
     return er.load_model(plan.run, device)
 
@@ -120,6 +120,7 @@ def evaluate(
 
     Rankings are computed here, one SQL pass per ranking over every sample; with a `work_pool` the
     decoding is fanned out by shard, and the run ends Failed (after its summary) when a shard failed."""
+    check_before_work(output, None, "cpu" if work_pool else device)  # the model is the run's: checked at load
     log = get_run_logger()
     t0 = time.perf_counter()
     data_root, db_file = config.locations(output)
@@ -208,6 +209,7 @@ def evaluate_shard(
     """One shard of an `evaluate` run on a pool worker: decode samples start..stop-1 of `task` under every
     policy. Idempotent: finished (sample, policy, setting) rows are skipped, so a resubmitted shard finishes
     what is missing; its rankings were written by the parent (any missing one is ranked here)."""
+    check_before_work(output, None, device)
     threads = worker.apply_thread_pin()
     log = get_run_logger()
     store = Store(config.locations(output)[0])

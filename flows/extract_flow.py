@@ -35,7 +35,7 @@ from extract.run import (
 )
 from extract.sample import StatsConfig
 from flows import fanout, worker
-from flows.params import as_list
+from flows.params import as_list, check_before_work, retryable
 from flows.shards import DEFAULT_SHARD_SIZE, Shard, counts_by_task, lost_work, make_shards, owned
 from warehouse import catalog, config
 from warehouse.store import Store
@@ -48,7 +48,7 @@ def _run_name() -> str:
     return f"{models.model_slug(p.get('model', models.DEFAULT_MODEL))}-{shown}-limit{p.get('limit')}"
 
 
-@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=retryable, cache_policy=NO_CACHE)
 def load_model(model: str, device: str, dtype: str, attn: str) -> models.Loaded:
     return models.load_cached(model, device, dtype, attn)
 
@@ -154,6 +154,7 @@ def extract(
     Ends Failed (after writing the run record, the catalog and the summary) when any sample or shard failed."""
     args = dict(locals())  # every parameter, defaults included: what each shard is handed
     check_concurrency(concurrency)
+    check_before_work(output, None if work_pool else model, "cpu" if work_pool else device, dtype)  # shards: theirs
     if work_pool:
         return _fan_out(args)
     log = get_run_logger()
@@ -267,6 +268,7 @@ def extract_shard(
     """One shard of an `extract` run on a pool worker: samples start..stop-1 of `task` (and the bad records
     among them). Idempotent: done samples are skipped, so a resubmitted shard finishes what is missing."""
     check_concurrency(concurrency)
+    check_before_work(output, model, device, dtype)
     threads = worker.apply_thread_pin()
     log = get_run_logger()
     lb = open_longbench(data_dir)

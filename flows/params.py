@@ -10,3 +10,26 @@ def as_list(value: list | str | None) -> list | None:
     if value is None or isinstance(value, list):
         return value
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def retryable(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn` of the model loads: a ModelError (no such model, no CUDA, a bad dtype)
+    fails the same way on every attempt, so only other errors (a flaky disk, a hub hiccup) are retried."""
+    from extract.model import ModelError
+
+    return not isinstance(state.data, ModelError)
+
+
+def check_before_work(output: str | None, model: str | None, device: str, dtype: str | None = None) -> None:
+    """What a flow checks before it loads a model or reads data: an unwritable `output` used to fail after
+    the model load and the prefills, a bad device or model only after retries. `model` None: not known yet."""
+    from extract import model as models
+    from warehouse import config, remote
+
+    data_root, _ = config.locations(output)
+    if not remote.is_url(data_root):
+        config.writable_dir(data_root, "output")
+    if model is None:
+        models.check_device(models.pick_device(device))
+    else:
+        models.check(model, device, dtype)

@@ -3,9 +3,15 @@ and errors that cannot succeed are not retried."""
 
 import subprocess
 import sys
+import time
 
+import pytest
+import torch
+from prefect.states import Failed
+
+from extract import model as models
 from flows.cli import main
-from tests.conftest import REPO
+from tests.conftest import FIXTURE_LONGBENCH, REPO
 
 
 def test_sql_on_a_catalog_locked_by_a_writer_says_so(small_warehouse, tmp_path, capsys):
@@ -48,3 +54,81 @@ def test_report_of_an_unknown_run_is_refused(small_warehouse, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "nope" in err and small_warehouse["run_id"] in err
     assert not (tmp_path / "out" / "kv_cache_statistics.html").exists()
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Any model load fails the test: these errors must come first."""
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the bad parameter was refused")
+
+    monkeypatch.setattr(models, "load_cached", refuse)
+    monkeypatch.setattr(models, "load", refuse)
+
+
+def _extract(tmp_path, **kw):
+    from flows.extract_flow import extract
+
+    params = dict(data_dir=str(FIXTURE_LONGBENCH), tasks=["qasper"], limit=1, output=str(tmp_path / "out"))
+    return extract.fn(**{**params, **kw})  # the flow body itself: its checks run before any Prefect task
+
+
+def test_extract_into_an_unwritable_output_is_refused_first(tmp_path, no_model_load):
+    """`output=/proc/forbidden` used to fail after the model load and the prefills."""
+    with pytest.raises(ValueError, match="/proc/forbidden"):
+        _extract(tmp_path, output="/proc/forbidden")
+
+
+def test_extract_on_cuda_without_cuda_is_refused_first(tmp_path, no_model_load, monkeypatch):
+    """`device=cuda` without CUDA used to be a raw AssertionError, after 3 attempts."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(models.ModelError, match="device 'cuda'.*no usable CUDA"):
+        _extract(tmp_path, device="cuda")
+
+
+def test_extract_with_a_bad_dtype_is_refused_first(tmp_path, no_model_load):
+    with pytest.raises(models.ModelError, match="dtype 'float8'"):
+        _extract(tmp_path, dtype="float8")
+
+
+def test_a_model_that_is_nowhere_fails_fast(tmp_path, no_model_load, monkeypatch):
+    """`model=does-not-exist` used to take 172 s of retries, then "couldn't reach huggingface.co"."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # a hub that does not answer, anywhere
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.perf_counter()
+    with pytest.raises(models.ModelError, match="'does-not-exist' is not a local folder.*127.0.0.1 cannot be"):
+        _extract(tmp_path, model="does-not-exist")
+    assert time.perf_counter() - t0 < 20
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(models.ModelError, match="HF_HUB_OFFLINE is set"):
+        _extract(tmp_path, model="org/does-not-exist")
+
+
+def test_model_errors_are_not_retried():
+    """A ModelError (bad id, dtype, device) cannot succeed on a second attempt; an OSError (a flaky disk,
+    a hub hiccup) may."""
+    from flows import evaluate_flow, extract_flow
+
+    for task in (extract_flow.load_model, evaluate_flow.load_model):
+        assert task.retries == 2
+        assert task.retry_condition_fn(task, None, Failed(data=models.ModelError("nope"))) is False
+        assert task.retry_condition_fn(task, None, Failed(data=OSError("flaky"))) is True
+
+
+def test_evaluate_into_an_unwritable_output_is_refused_first(no_model_load):
+    from flows.evaluate_flow import evaluate
+
+    with pytest.raises(ValueError, match="/proc/forbidden"):
+        evaluate.fn(output="/proc/forbidden")
+
+
+def test_evaluate_on_cuda_without_cuda_is_refused_first(tmp_path, no_model_load, monkeypatch):
+    from flows.evaluate_flow import evaluate
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(models.ModelError, match="no usable CUDA"):
+        evaluate.fn(output=str(tmp_path / "out"), device="cuda")
