@@ -85,6 +85,25 @@ def test_quality_rows(evaluated, small_warehouse):
     assert len(full) == 2  # one full-cache reference per setting, shared by the policies
 
 
+def test_quality_scores_are_longbench_scores_of_the_stored_predictions(evaluated, small_warehouse, tmp_path):
+    """score and score_full are metrics.score of the row's own predictions against the sample's answers; a
+    16-token multifieldqa_zh answer scores above 0, so a scale or wrong-answer bug shows."""
+    from transform import metrics
+
+    store = copy_store(small_warehouse, tmp_path / "data")
+    run(store, ["sink_recent"], budgets=(), tasks=["multifieldqa_zh"], setting="question_aware", max_new_tokens=16)
+    con = duckdb.connect(str(small_warehouse["db"]), read_only=True)
+    rows = con.execute("SELECT task, sample_id, answers, all_classes FROM samples").fetchall()
+    truth = {(t, s): (a, c) for t, s, a, c in rows}
+    scored = quality(evaluated["store"]) + quality(store)
+    for r in scored:
+        answers, classes = truth[r["task"], r["sample_id"]]
+        assert answers and r["prediction"] is not None
+        assert r["score"] == metrics.score(r["task"], r["prediction"], answers, classes), r["prediction"]
+        assert r["score_full"] == metrics.score(r["task"], r["prediction_full"], answers, classes)
+    assert max(r["score"] for r in scored) > 0
+
+
 def test_rerun_skips_finished_rows(evaluated):
     store = evaluated["store"]
     before = {p: p.stat().st_mtime_ns for p in (store.root / "quality").rglob("*.parquet")}
