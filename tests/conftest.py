@@ -24,6 +24,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Modules whose flows load the real default model in a worker process, with no fixture to show it.
+DEFAULT_MODEL_IN_A_FLOW = {"tests/flows/test_crash_rerun.py", "tests/flows/test_extract_deployment.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """`-m "not model"` must leave out every test that loads the real default model: those using the `smol`
+    fixture (directly or through small_warehouse, report_warehouse, ...) and those whose flows load it."""
+    for item in items:
+        where = Path(str(item.fspath)).relative_to(REPO).as_posix()
+        if "smol" in getattr(item, "fixturenames", ()) or where in DEFAULT_MODEL_IN_A_FLOW:
+            item.add_marker(pytest.mark.model)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_paths(tmp_path_factory):
     """KVW_DATA / KVW_DB / KVW_REPORTS point into a temp folder for the whole session."""
