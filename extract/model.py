@@ -121,7 +121,10 @@ def check_source(model: str) -> None:
     if model == DEFAULT_MODEL:
         gguf_dir()
         return
-    if Path(model).expanduser().exists():
+    local = Path(model).expanduser()
+    if local.is_dir() and not (local / "config.json").exists():
+        raise ModelError(f"model folder {local} has no config.json: not a saved Hugging Face model")
+    if local.exists():
         return
     from huggingface_hub import try_to_load_from_cache
 
@@ -214,7 +217,7 @@ def load(
     try:
         tok = AutoTokenizer.from_pretrained(path)
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attn_impl)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # no weights, no tokenizer: the same on every attempt
         raise ModelError(f"cannot load model {model!r}: {err}") from err
     lm.to(dev).eval()
     revision = revision or str(getattr(lm.config, "_commit_hash", None) or "local")

@@ -132,3 +132,18 @@ def test_evaluate_on_cuda_without_cuda_is_refused_first(tmp_path, no_model_load,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(models.ModelError, match="no usable CUDA"):
         evaluate.fn(output=str(tmp_path / "out"), device="cuda")
+
+
+def test_a_folder_that_is_no_model_is_refused_first(tmp_path, no_model_load):
+    """An empty folder used to reach the tokenizer and fail with a raw ValueError, retried twice."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(models.ModelError, match="has no config.json"):
+        _extract(tmp_path, model=str(tmp_path / "empty"))
+
+
+def test_a_model_that_fails_to_load_raises_a_model_error(tmp_path):
+    """What passes the checks and still fails to load is a ModelError too, so it is not retried."""
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(models.ModelError, match="cannot load model"):
+        models.load(str(tmp_path / "broken"), device="cpu")
