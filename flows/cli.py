@@ -109,8 +109,6 @@ def _deploy_args(p):
 
 @command("deploy", "register the shard deployments (extract-shard, evaluate-shard) on a work pool", _deploy_args)
 def _deploy(a) -> int:
-    import os
-
     from flows.deploy import deploy
 
     if not os.environ.get("PREFECT_API_URL"):

@@ -75,8 +75,7 @@ def check_concurrency(concurrency: int | None) -> None:
 def in_flight(concurrency: int | None, loaded) -> int:
     """Samples extracted at once: 3 on an accelerator (it prefills one at a time, under
     extract.sample.DEVICE_LOCK, while the others tokenize and write: 2-3x a GPU run's throughput), 1 on a CPU,
-    whose cores the prefill already fills."""
-    check_concurrency(concurrency)
+    whose cores the prefill already fills. `concurrency` was checked before the model load (check_concurrency)."""
     return concurrency or (3 if str(loaded.device).startswith("cuda") else 1)
 
 
