@@ -8,17 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 
-CATEGORIES = (
-    "special",  # the tokenizer's special / added control tokens (<|im_start|>, BOS, ...)
-    "whitespace",  # only spaces, tabs, newlines
-    "cjk",  # contains a CJK ideograph, kana or hangul (incl. partial-byte pieces of one)
-    "digit",  # digits only (after stripping whitespace), e.g. " 2019"
-    "punctuation",  # Unicode punctuation only: . , ; ! ? " ' ( ) [ ] ...
-    "code_symbol",  # operators and mixed symbol runs: == -> += { } _ # @ $ % ^ & * | ~ < > / \\ `
-    "stopword",  # an English function word (see STOPWORDS)
-    "word",  # letters only: a word or a word piece
-    "other",  # anything else: alphanumeric mixes, identifiers like x_1, emoji
-)
+from warehouse.vocabulary import CATEGORIES  # noqa: F401 (defined once, with the schemas; rules follow its order)
 
 # NLTK's English stopword list (public domain), lower case.
 STOPWORDS = frozenset(
