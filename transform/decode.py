@@ -156,7 +156,12 @@ def nll(logprobs: torch.Tensor, answer_ids: list[int] | np.ndarray) -> float:
     return float(-logprobs.gather(1, ids[:, None]).mean())
 
 
+def kl_steps(logprobs_full: torch.Tensor, logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(full || evicted) [m] of the next-token distributions at each teacher-forced step (nats, >= 0)."""
+    p = logprobs_full.exp()
+    return (p * (logprobs_full - logprobs)).sum(-1).clamp_min(0)
+
+
 def mean_kl(logprobs_full: torch.Tensor, logprobs: torch.Tensor) -> float:
     """Mean over answer tokens of KL(full || evicted) between next-token distributions (nats)."""
-    p = logprobs_full.exp()
-    return float((p * (logprobs_full - logprobs)).sum(-1).clamp_min(0).mean())
+    return float(kl_steps(logprobs_full, logprobs).mean())

@@ -5,7 +5,13 @@ teacher-forced log-probabilities of the reference answer once; then for each pol
 to its keep-set, decode greedily (LongBench's max_new_tokens for the task) and teacher-force the reference
 again; copies of equal length (policies sharing a budget) decode together as one batch (transform.decode_batch).
 Every (policy, setting) becomes one `quality` row: LongBench score evicted vs full, answer NLL evicted
-vs full, mean KL(full || evicted) over the answer tokens, tokens and K/V bytes kept, decode time.
+vs full, mean KL(full || evicted) over the reference answer's tokens, tokens and K/V bytes kept, decode time.
+
+`kl_continuation` is the reference-free measure, defined for every sample: the full cache's own greedy
+answer (prediction_full's tokens, EOS included, `continuation_tokens` of them) is teacher-forced through the
+full cache and through each evicted cache, and KL(full || evicted) is averaged over its steps. Both KLs are
+stored over every step; in question_aware step 0 is the full prefill's distribution under every policy (KL 0
+by construction) and the `quality_samples` view averages over the steps after it instead (NULL for one step).
 """
 
 from __future__ import annotations
@@ -45,9 +51,17 @@ KeepFor = Callable[[Sample, PolicyRef, str], np.ndarray]  # (sample, policy, set
 
 
 def find_record(lb: LongBench, sample: Sample) -> Record:
-    """The LongBench record a sample was extracted from."""
+    """The LongBench record a sample was extracted from; where extraction recorded the record's hash, the
+    record found must have it (the same _id with other content is other data, not this sample)."""
     for item in read_task(lb, sample.task):
         if isinstance(item, Record) and item.sample_id == sample.sample_id:
+            if sample.source_sha256 and item.source_sha256 != sample.source_sha256:
+                raise EvaluationError(
+                    f"{sample.task}/{sample.sample_id}: the record at {lb.root / 'data'}/{item.source} differs from "
+                    f"the one extracted from {sample.source_dir or '?'}/data/{sample.source} (sha256 "
+                    f"{item.source_sha256[:12]}… vs {sample.source_sha256[:12]}…): a different LongBench copy or "
+                    "edited data; pass the folder it was extracted from as data_dir"
+                )
             return item
     raise EvaluationError(f"{sample.task}/{sample.sample_id} ({sample.source}) is not in {lb.root}")
 
@@ -93,37 +107,71 @@ class Outcome:
     nll: float | None = None  # teacher-forced answer NLL
     kl: float | None = None  # mean KL(reference || this cache) over the answer tokens, when a reference is given
     logprobs: object = None  # torch [m, vocab], kept only when no reference is given (the full cache's)
+    tokens: list[int] | None = None  # the greedy tokens (EOS included)
+    kl_continuation: float | None = None  # mean KL(reference || this cache) along the reference's continuation
+    continuation_logprobs: object = None  # torch [c, vocab] along its own continuation, only without a reference
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The full cache's side of every comparison: its answer log-probs, its greedy tokens and their log-probs."""
+
+    answer_logprobs: object  # torch [m, vocab] or None when the sample has no reference answer
+    continuation: list[int]  # the full cache's greedy tokens (prediction_full), EOS included
+    continuation_logprobs: object  # torch [c, vocab]: teacher-forced along `continuation` through the full cache
 
 
 FORCED_ROWS = 2048  # answer positions teacher-forced per forward: bounds the [rows, m, vocab] log-probs in memory
 
 
-def _run(model, tokenizer, prefix, keeps, sample, stops, answer, reference=None) -> list[Outcome]:
+def _force(model, batch: decode_batch.Batch, ids: list[int], each: Callable) -> None:
+    """Teacher-force `ids` through every row of `batch` (a few rows per forward); `each(row, logprobs [m, vocab])`."""
+    step = max(1, FORCED_ROWS // len(ids))
+    for j in range(0, len(batch), step):
+        part = batch if step >= len(batch) else decode_batch.select(batch, range(j, min(j + step, len(batch))))
+        for row, lp in zip(part.rows, decode_batch.answer_logprobs_batch(model, part, ids), strict=True):
+            each(row, lp)
+
+
+def _run(model, tokenizer, prefix, keeps, sample, stops, answer, reference: Reference | None = None) -> list[Outcome]:
     """Decode and teacher-force each keep-set (None = the full cache), caches of equal length batched together.
 
-    Outcomes in `keeps` order. With a `reference` (the full cache's log-probs) each outcome gets its KL to it.
+    Outcomes in `keeps` order. Without a `reference` (the full cache's run) each outcome keeps its answer
+    log-probs and its own greedy continuation's; with one, each gets its KLs to the reference: over the
+    reference answer, and along the reference's greedy continuation (both teacher-forced the same way).
     """
     out: list[Outcome | None] = [None] * len(keeps)
     min_new = 1 if sample.task == "samsum" else 0
     for rows in decode_batch.groups(prefix, keeps):
         t0 = time.perf_counter()
         batch = decode_batch.resume_batch(model, prefix, [keeps[i] for i in rows], rows)
+        t1 = time.perf_counter()
         forced = decode_batch.fork(batch) if answer else None
+        along = decode_batch.fork(batch)  # copies for teacher forcing: not part of the decode time
+        t2 = time.perf_counter()
         tokens = decode_batch.greedy_batch(model, batch, sample.max_new_tokens, stops, min_new_tokens=min_new)
-        seconds = (time.perf_counter() - t0) / len(rows)
+        seconds = (time.perf_counter() - t2 + t1 - t0) / len(rows)
         for row, toks in zip(rows, tokens, strict=True):
-            out[row] = Outcome(tokenizer.decode(toks, skip_special_tokens=True), len(toks), seconds)
+            out[row] = Outcome(tokenizer.decode(toks, skip_special_tokens=True), len(toks), seconds, tokens=toks)
+        if reference is None:  # each row along its own continuation (the full cache: one row)
+            for i, row in enumerate(rows):
+                one = decode_batch.select(along, [i])
+                _force(model, one, out[row].tokens, lambda r, lp: setattr(out[r], "continuation_logprobs", lp))
+        else:
+            ref = reference.continuation_logprobs
+            _force(model, along, reference.continuation,
+                   lambda r, lp: setattr(out[r], "kl_continuation", decode.mean_kl(ref, lp)))  # fmt: skip
         if not answer:
             continue
-        step = max(1, FORCED_ROWS // len(answer))
-        for j in range(0, len(rows), step):
-            part = forced if step >= len(rows) else decode_batch.select(forced, range(j, min(j + step, len(rows))))
-            for row, lp in zip(part.rows, decode_batch.answer_logprobs_batch(model, part, answer), strict=True):
-                out[row].nll = decode.nll(lp, answer)
-                if reference is None:
-                    out[row].logprobs = lp
-                else:
-                    out[row].kl = decode.mean_kl(reference, lp)
+
+        def scored(row, lp):
+            out[row].nll = decode.nll(lp, answer)
+            if reference is None:
+                out[row].logprobs = lp
+            else:
+                out[row].kl = decode.mean_kl(reference.answer_logprobs, lp)
+
+        _force(model, forced, answer, scored)
     return out
 
 
@@ -141,9 +189,10 @@ def evaluate_sample(
         _, H, _, D = prefix.cache.layers[0].keys.shape
         elsize = prefix.cache.layers[0].keys.element_size()
         (full,) = _run(model, tok, prefix, [None], sample, stops, answer)
+        reference = Reference(full.logprobs, full.tokens, full.continuation_logprobs)
         score_full = metrics.score(sample.task, full.prediction, sample.answers, sample.all_classes)
         keeps = [keep_for(sample, policy, setting) for policy in policies]
-        outcomes = _run(model, tok, prefix, keeps, sample, stops, answer, full.logprobs)
+        outcomes = _run(model, tok, prefix, keeps, sample, stops, answer, reference)
         for policy, keep, got in zip(policies, keeps, outcomes, strict=True):
             kept = restrict(keep, prefix.length).shape[2] + (sample.n_tokens - prefix.length)
             rows.append(
@@ -161,6 +210,8 @@ def evaluate_sample(
                     "answer_nll": got.nll,
                     "answer_nll_full": full.nll,
                     "kl": got.kl,
+                    "kl_continuation": got.kl_continuation,
+                    "continuation_tokens": full.new_tokens,
                     "kept_tokens": kept,
                     "n_tokens": sample.n_tokens,
                     "kv_bytes_kept": kv_bytes(L, H, kept, D, elsize),

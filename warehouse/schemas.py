@@ -251,6 +251,8 @@ QUALITY = Table(
         ("answer_nll", pa.float64()),  # teacher-forced mean NLL of the reference answer, evicted cache
         ("answer_nll_full", pa.float64()),
         ("kl", pa.float64()),  # mean KL(full || evicted) of next-token distributions over the answer
+        ("kl_continuation", pa.float64()),  # ... over the full cache's greedy answer, teacher-forced (all steps)
+        ("continuation_tokens", _I32),  # tokens of that greedy answer (prediction_full, EOS included)
         ("kept_tokens", _I32),  # per KV head, averaged when per-head
         ("n_tokens", _I32),  # cache length before eviction
         ("kv_bytes_kept", pa.int64()),
