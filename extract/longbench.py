@@ -105,6 +105,7 @@ class LongBench:
     root: Path
     prompts: dict[str, str] = field(repr=False)
     maxlens: dict[str, int] = field(repr=False)
+    needle_grid: object = field(default=None, repr=False)  # extract.needle.Grid task `needle` yields; None: default
 
     @property
     def tasks(self) -> list[str]:
@@ -122,15 +123,19 @@ class LongBench:
                 f"empty task name in tasks={list(tasks)!r}: name tasks separated by commas (e.g. qasper,trec), "
                 "or leave tasks unset for every task"
             )
-        unknown = [t for t in tasks if t not in known]
+        unknown = [t for t in tasks if t not in known and t != "needle"]  # needle: built in (extract/needle.py)
         if unknown:
-            raise LongBenchError(f"unknown task(s) {unknown} in {self.root}; known tasks: {', '.join(known)}")
+            raise LongBenchError(
+                f"unknown task(s) {unknown} in {self.root}; known tasks: {', '.join(known)} (and the built-in needle)"
+            )
         return list(dict.fromkeys(tasks))
 
     def task_warnings(self, task: str) -> list[str]:
         """What is odd about a task without stopping it: a data file with no records, no LongBench answer
         length (dataset2maxlen.json), which evaluate needs to decode its samples."""
         out = []
+        if task == "needle":  # generated, no data file
+            return out
         with (self.root / "data" / f"{task}.jsonl").open("rb") as fh:
             if not any(line.strip() for line in fh):
                 out.append(f"{task}.jsonl has no records: task {task} gives no samples")
@@ -176,7 +181,10 @@ def open_longbench(data_dir: str | os.PathLike | None = None) -> LongBench:
     if not (root / "data").is_dir():
         raise LongBenchError(f"{root / 'data'} is missing. {HOW_TO_GET}")
     check_templates(cfg["dataset2prompt.json"], root / "config" / "dataset2prompt.json")
-    return LongBench(root, cfg["dataset2prompt.json"], cfg["dataset2maxlen.json"])
+    from extract import needle  # the built-in task's template and answer length; it has no data file
+
+    prompts = {**cfg["dataset2prompt.json"], needle.TASK: needle.TEMPLATE}
+    return LongBench(root, prompts, {**cfg["dataset2maxlen.json"], needle.TASK: needle.MAX_NEW_TOKENS})
 
 
 def _parse(task: str, source: str, raw: bytes) -> Sample | Skip:
@@ -246,6 +254,11 @@ def _answers(value) -> tuple[list[str], str]:
 
 def read_task(lb: LongBench, task: str, limit: int | None = None) -> Iterator[Sample | Skip]:
     """Yield up to `limit` good samples of a task, and a Skip for every bad record met on the way."""
+    if task == "needle":  # generated from lb.needle_grid (extract/needle.py)
+        from extract import needle
+
+        yield from needle.read(lb, limit)
+        return
     path = lb.root / "data" / f"{task}.jsonl"
     good = 0
     seen: set[str] = set()

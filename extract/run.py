@@ -28,7 +28,7 @@ from warehouse.store import Store
 log = logging.getLogger(__name__)
 
 DATA_FORMAT = 2  # bump whenever prompt building or the statistics change what a run writes
-WRITE_ORDER = ("tokens", "token_stats", "layer_stats", "kv", "samples")  # samples last: the done marker
+WRITE_ORDER = ("tokens", "token_stats", "layer_stats", "kv", "needles", "samples")  # samples last: the done marker
 VERSIONED = ("torch", "transformers", "pyarrow", "duckdb", "polars", "prefect", "numpy", "kvwarehouse")
 
 

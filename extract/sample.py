@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from extract import stats
+from extract import needle, stats
 from extract.capture import prefill
 from extract.longbench import LongBench, Sample
 from extract.model import Loaded
@@ -193,6 +193,8 @@ def extract_sample(
     if kv is not None:
         tables["kv"] = kv
     stats_s = time.perf_counter() - t0
+    if sample.task == needle.TASK:  # where the needle landed, in tokens (extract/needle.py)
+        tables["needles"] = needle.needles_table(_key_columns(run_id, loaded.name, sample, 1), lb, sample, prompt)
     tables["samples"] = samples_table(
         _key_columns(run_id, loaded.name, sample, 1), sample, prompt, lb, prefill_s, stats_s
     )

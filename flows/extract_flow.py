@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from extract import model as models
+from extract import needle
 from extract.longbench import LongBench, Sample, Skip, open_longbench, read_task
 from extract.run import (
     Outcome,
@@ -147,6 +148,7 @@ def extract(
     concurrency: int | None = None,  # samples in flight per process; None: 3 on a GPU, 1 on a CPU
     work_pool: str | None = None,  # fan shards out to this pool's workers (`kvw deploy --pool`); None: in-process
     shard_size: int = DEFAULT_SHARD_SIZE,  # samples per shard (one task each) when `work_pool` is set
+    needle_grid: dict | str | None = None,  # task `needle`: {kinds, lengths, depths, seeds}; None: extract.needle.Grid()
 ):
     """Extract KV statistics of `model` over LongBench `tasks` (all when empty), `limit` samples each.
 
@@ -158,7 +160,7 @@ def extract(
         return _fan_out(args)
     log = get_run_logger()
     t0, started = time.perf_counter(), datetime.now(UTC)
-    lb = open_longbench(data_dir)
+    lb = needle.attach(open_longbench(data_dir), needle_grid)
     work = plan(lb, as_list(tasks), limit)
     cfg = _stats_config(window, raw_kv, raw_kv_layers, raw_kv_heads, raw_kv_positions)
     loaded = load_model(model, device, dtype, attn)
@@ -195,7 +197,7 @@ def _fan_out(p: dict):
     log = get_run_logger()
     work_pool, shard_size = p["work_pool"], p["shard_size"]
     t0, started = time.perf_counter(), datetime.now(UTC)
-    lb = open_longbench(p["data_dir"])
+    lb = needle.attach(open_longbench(p["data_dir"]), p["needle_grid"])
     work = plan(lb, as_list(p["tasks"]), p["limit"])
     counts = dict.fromkeys(dict.fromkeys([*(s.task for s in work.samples), *(s.task for s in work.skips)]), 0)
     counts.update(counts_by_task(s.task for s in work.samples))
@@ -263,6 +265,7 @@ def extract_shard(
     dtype: str = "auto",
     attn: str = "auto",
     concurrency: int | None = None,
+    needle_grid: dict | str | None = None,
 ):
     """One shard of an `extract` run on a pool worker: samples start..stop-1 of `task` (and the bad records
     among them). Idempotent: done samples are skipped, so a resubmitted shard finishes what is missing."""
@@ -270,7 +273,7 @@ def extract_shard(
     check_before_work(output, model, device, dtype)
     threads = worker.apply_thread_pin()
     log = get_run_logger()
-    lb = open_longbench(data_dir)
+    lb = needle.attach(open_longbench(data_dir), needle_grid)
     shard = Shard(task, start, stop, last)
     samples, skips = owned(list(read_task(lb, task, limit)), shard, lambda item: isinstance(item, Sample))
     cfg = _stats_config(window, raw_kv, raw_kv_layers, raw_kv_heads, raw_kv_positions)

@@ -106,6 +106,13 @@ def code_sim_score(prediction: str, ground_truth: str, **_) -> float:
     return round(fuzz.ratio(line, ground_truth)) / 100
 
 
+def needle_exact_score(prediction: str, ground_truth: str, **_) -> float:
+    """The built-in needle task (extract/needle.py): 1 when the first number the prediction names is exactly
+    the needle, else 0. Not LongBench's; a model that lists every number it saw does not pass."""
+    first = re.search(r"\d+", prediction)
+    return float(first is not None and first.group() == ground_truth)
+
+
 def classification_score(prediction: str, ground_truth: str, all_classes: Sequence[str] | None = None, **_) -> float:
     """1/n when the true class is among the n classes named in the prediction, else 0.
 
@@ -130,6 +137,7 @@ METRICS: dict[str, Callable[..., float]] = {
     "retrieval_zh": retrieval_zh_score,
     "count": count_score,
     "code_sim": code_sim_score,
+    "needle_exact": needle_exact_score,
 }
 
 TASK_METRIC: dict[str, str] = {
@@ -154,6 +162,7 @@ TASK_METRIC: dict[str, str] = {
     "passage_retrieval_zh": "retrieval_zh",
     "lcc": "code_sim",
     "repobench-p": "code_sim",
+    "needle": "needle_exact",  # built in, not LongBench's (extract/needle.py)
 }
 
 

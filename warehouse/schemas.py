@@ -197,6 +197,28 @@ SKIPPED = Table(
     partitions=SAMPLE_PARTITIONS,
 )
 
+NEEDLES = Table(
+    "needles",
+    _schema(
+        *SAMPLE_KEY,
+        ("kind", _STR),  # passkey | single | multi (extract/needle.py)
+        ("length_requested", _I32),  # context tokens asked for (approximate; context_tokens is what it got)
+        ("depth_requested", _I16),  # percent of the haystack asked to precede the needle
+        ("seed", _I32),
+        ("depth_actual", _F32),  # percent of the haystack (needles aside) before the needle: the nearest sentence end
+        ("needle", _STR),  # the value asked for: the answer, scored by exact match
+        ("needle_text", _STR),  # the needle sentence as inserted
+        ("needle_count", _I16),  # needle sentences in the context, distractors included
+        ("context_tokens", _I32),  # context_end - context_start of the sample
+        ("needle_start", _I32),  # token positions [start, end) of the needle sentence; NULL when truncation cut it
+        ("needle_end", _I32),
+        ("depth_tokens", _F32),  # percent of the other context tokens before needle_start
+    ),
+    grain="one row per needle sample (task needle) of a run: its grid cell and where the needle landed",
+    key=("run_id", "task", "sample_id"),
+    partitions=SAMPLE_PARTITIONS,
+)
+
 # --- eviction (transform/) -------------------------------------------------------------------------
 
 POLICIES = Table(
@@ -362,7 +384,7 @@ DEMO_PREFIX = Table(
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        *(RUNS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, POLICIES, RANKINGS, QUALITY),
+        *(RUNS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, NEEDLES, POLICIES, RANKINGS, QUALITY),
         *(DEMO_TOKENS, DEMO_PROJECTIONS, DEMO_ATTENTION, DEMO_DECODE, DEMO_PREFIX),
     )
 }
