@@ -11,8 +11,18 @@ warehouse tables, so those reports read DuckDB like every other:
   cache and recomputing the whole sequence without it, timing both and
   comparing their logits at every step -> `demo_decode`;
 - prefix: one context prefilled once, then several questions asked on a copy
-  of its cache versus from scratch -> `demo_prefix`.
-Token texts of all three prompts go to `demo_tokens`.
+  of its cache versus from scratch -> `demo_prefix`;
+- cached attention: the last few queries of the attention prompt fed one at a
+  time against the cache, their attention rows kept -> `demo_cache_attention`
+  (equal to the recomputed rows in `demo_attention` within float rounding);
+- timing: at lengths up to 2K tokens of a LongBench context, one decode step
+  with the cache vs one forward of the whole sequence without it, repeated
+  (sdpa attention, as extraction runs) -> `demo_timing`;
+- heads: the same long context once more, every query head's attention over
+  every earlier token reduced to a few numbers (sink, previous token, local,
+  distance, entropy) -> `demo_head_stats`, per query head where `token_stats`
+  has only KV heads (report 5).
+Token texts of the short prompts go to `demo_tokens`.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import copy
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -29,11 +39,11 @@ import pyarrow as pa
 import torch
 
 from extract import model as models
-from extract.capture import attention_modules
+from extract.capture import attention_modules, capture_window_queries
 from warehouse import schemas
 from warehouse.store import Store
 
-DEMO_FORMAT = 1  # bump when prompts or measurements change
+DEMO_FORMAT = 2  # bump when prompts or measurements change
 ATTENTION_PROMPT = "The capital of France is Paris. The capital of Germany is"
 PREFIX_CONTEXT = (
     "Marie Curie was a physicist and chemist who did pioneering research on radioactivity. "
@@ -46,7 +56,18 @@ QUESTIONS = (
     "\nQuestion: Which elements did the Curies discover?\nAnswer:",
     "\nQuestion: How many Nobel Prizes did she win?\nAnswer:",
 )
-DEMO_TABLES = ("demo_tokens", "demo_projections", "demo_attention", "demo_decode", "demo_prefix")
+DEMO_TABLES = (
+    "demo_tokens",
+    "demo_projections",
+    "demo_attention",
+    "demo_decode",
+    "demo_prefix",
+    "demo_cache_attention",
+    "demo_timing",
+    "demo_head_stats",
+)
+LONG_TASK = "narrativeqa"  # LongBench task whose first context (~18K tokens each) gives the long text
+SINK_TOKENS, LOCAL_TOKENS, MIN_QUERY = 4, 16, 32  # head statistics: sink = keys < 4, local = the 16 latest keys
 
 
 @dataclass(frozen=True)
@@ -56,8 +77,21 @@ class DemoConfig:
     layer: int | None = None  # layer whose projections are kept; None = the middle layer
     new_tokens: int = 32  # greedy steps of the decode comparison
     answer_tokens: int = 8  # greedy answer length per question of the prefix comparison
+    cached_queries: int = 4  # last queries of the attention prompt fed one at a time with the cache
+    timing_lengths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)  # cache lengths timed
+    timing_repeats: int = 3  # timings per length and mode (the report takes the median)
+    head_tokens: int = 1024  # tokens of the long context behind the per-query-head statistics
 
     def __post_init__(self):
+        object.__setattr__(self, "timing_lengths", tuple(sorted(set(int(n) for n in self.timing_lengths))))
+        if not self.timing_lengths or self.timing_lengths[0] < 2:
+            raise ValueError(f"timing_lengths must be one or more lengths >= 2, got {self.timing_lengths}")
+        if self.timing_repeats < 1:
+            raise ValueError(f"timing_repeats must be >= 1, got {self.timing_repeats}")
+        if self.cached_queries < 1:
+            raise ValueError(f"cached_queries must be >= 1, got {self.cached_queries}")
+        if self.head_tokens <= MIN_QUERY:
+            raise ValueError(f"head_tokens must be > {MIN_QUERY}, got {self.head_tokens}")
         if self.new_tokens < 2:
             raise ValueError(f"new_tokens must be >= 2, got {self.new_tokens}")
         if self.answer_tokens < 1:
@@ -141,6 +175,112 @@ def attention_run(model: torch.nn.Module, ids: torch.Tensor, layer: int) -> tupl
                 for p in range(T)
             ]  # fmt: skip
     return att, proj
+
+
+@torch.inference_mode()
+def cache_attention_run(model: torch.nn.Module, ids: torch.Tensor, k: int) -> list[dict]:
+    """Attention rows of the last k queries computed incrementally: the prompt before them prefilled
+    into the cache, then one token per forward against it (eager attention returns the weights)."""
+    T = ids.shape[1]
+    if not 0 < k < T:
+        raise ValueError(f"cached_queries must be between 1 and {T - 1} for a {T}-token prompt, got {k}")
+    kw, group = models.cache_kwarg(model), model.config.num_attention_heads // model.config.num_key_value_heads
+    cache = models.cache_of(model(input_ids=ids[:, : T - k], use_cache=True, logits_to_keep=1))
+    rows = []
+    for q in range(T - k, T):
+        out = model(input_ids=ids[:, q : q + 1], use_cache=True, output_attentions=True, logits_to_keep=1,
+                    **{kw: cache})  # fmt: skip
+        if not out.attentions or out.attentions[0] is None:
+            raise RuntimeError("the model returned no attention weights: load it with attn='eager'")
+        cache = models.cache_of(out)
+        for layer, a in enumerate(out.attentions):
+            w = a[0, :, -1].float().cpu().numpy()  # [Hq, q + 1]: this query over every cached key and itself
+            rows += [
+                {"layer": layer, "q_head": h, "kv_head": h // group, "query_pos": q, "key_pos": kp,
+                 "weight": float(w[h, kp])}
+                for h in range(w.shape[0]) for kp in range(q + 1)
+            ]  # fmt: skip
+    return rows
+
+
+def long_ids(tok, n: int, task: str = LONG_TASK) -> tuple[torch.Tensor, str]:
+    """The first n tokens of the first LongBench `task` context that long, and where it came from."""
+    from extract import longbench
+
+    lb = longbench.open_longbench()
+    lb.check_tasks([task])
+    for rec in longbench.read_task(lb, task):
+        if isinstance(rec, longbench.Sample):
+            ids = tok(rec.context[: 12 * n], add_special_tokens=False)["input_ids"]  # enough text, not all
+            if len(ids) >= n:
+                return torch.tensor([ids[:n]], dtype=torch.long), f"{task}/{rec.sample_id}"
+    raise ValueError(f"no {task} context in {lb.root} has {n} tokens: lower timing_lengths / head_tokens")
+
+
+@torch.inference_mode()
+def timing_run(model: torch.nn.Module, ids: torch.Tensor, lengths: tuple[int, ...], repeats: int) -> list[dict]:
+    """Per length L: one new token decoded against a cache of L tokens vs one forward over all L + 1 tokens
+    without a cache (what each generated token costs either way), `repeats` times each, interleaved."""
+    kw, rows = models.cache_kwarg(model), []
+    for n in lengths:
+        cache = models.cache_of(model(input_ids=ids[:, :n], use_cache=True, logits_to_keep=1))
+        for r in range(repeats):
+            _, t_full = _forward(model, input_ids=ids[:, : n + 1], use_cache=False)
+            _, t_cache = _forward(model, input_ids=ids[:, n : n + 1], use_cache=True, **{kw: cache})
+            cache.crop(-1)  # forget the decoded token: the next repeat decodes on the same L-token cache
+            rows.append({"length": n, "repeat": r, "seconds_cache": t_cache, "seconds_no_cache": t_full})
+    return rows
+
+
+def _distance_bucket(d: torch.Tensor) -> torch.Tensor:
+    """0 for the query itself, b for distances in [2^(b-1), 2^b)."""
+    return torch.where(d > 0, torch.floor(torch.log2(d.clamp(min=1).float())).long() + 1, 0)
+
+
+@torch.inference_mode()
+def head_stats_run(model: torch.nn.Module, ids: torch.Tensor) -> list[dict]:
+    """Every query head's causal attention over a long text, reduced per head: means over the queries
+    at positions >= MIN_QUERY of the share on the sink, the previous token, the LOCAL_TOKENS latest
+    keys, the mean distance attended, the entropy (over ln of the keys visible) and the share per
+    power-of-two distance bucket. Queries are captured rotated, as capture.py does for token_stats."""
+    mods = attention_modules(model)
+    T = ids.shape[1]
+    group = model.config.num_attention_heads // model.config.num_key_value_heads
+    with capture_window_queries(model, T) as queries:
+        cache = models.cache_of(model(input_ids=ids, use_cache=True, logits_to_keep=1))
+    qpos = torch.arange(MIN_QUERY, T)
+    dist = qpos[:, None] - torch.arange(T)[None]  # [Q, T]
+    causal = dist >= 0
+    buckets = _distance_bucket(dist.clamp(min=0))
+    n_buckets = int(buckets.max()) + 1
+    onehot = torch.nn.functional.one_hot(buckets, n_buckets).float() * causal[..., None]  # [Q, T, B]
+    visible = torch.log(qpos.float() + 1)  # ln(number of keys a query sees)
+    rows = []
+    for mod, layer in zip(mods, cache.layers, strict=True):
+        q = queries[None][mod.layer_idx][:, MIN_QUERY:].float()  # [Hq, Q, D]
+        k = layer.keys[0].float().repeat_interleave(group, dim=0)  # [Hq, T, D]
+        w = (q @ k.transpose(1, 2) * mod.scaling).masked_fill(~causal, float("-inf")).softmax(-1)  # [Hq, Q, T]
+        sink = w[..., :SINK_TOKENS].sum(-1)
+        prev = w.gather(-1, (qpos - 1).expand(w.shape[0], -1)[..., None])[..., 0]
+        local = (w * (dist < LOCAL_TOKENS)).sum(-1)
+        distance = (w * dist.clamp(min=0)).sum(-1)
+        entropy = -(w * torch.log(w.clamp(min=1e-12))).sum(-1) / visible
+        by_bucket = torch.einsum("hqt,qtb->hb", w, onehot) / len(qpos)
+        for h in range(w.shape[0]):
+            rows.append(
+                {
+                    "layer": mod.layer_idx,
+                    "q_head": h,
+                    "kv_head": h // group,
+                    "sink_share": float(sink[h].mean()),
+                    "previous_share": float(prev[h].mean()),
+                    "local_share": float(local[h].mean()),
+                    "mean_distance": float(distance[h].mean()),
+                    "entropy": float(entropy[h].mean()),
+                    "share_by_distance": by_bucket[h].tolist(),
+                }
+            )
+    return rows
 
 
 def _keep(store: dict, key: str):
@@ -239,7 +379,8 @@ def run_demo(
     device: str | None = "cpu",
     dtype: str | None = "float32",
 ) -> DemoResult:
-    """Run the three measurements with eager attention and write the demo_* tables (rerun overwrites)."""
+    """Run the measurements and write the demo_* tables (rerun overwrites). Weights come from eager
+    attention; timing and head statistics use sdpa (what extraction runs, and 3x faster at 2K)."""
     cfg = cfg or DemoConfig()
     t0 = time.perf_counter()
     loaded = models.load_cached(model, device, dtype, "eager")  # attention weights need eager attention
@@ -248,16 +389,26 @@ def run_demo(
     layer = n_layers // 2 if cfg.layer is None else cfg.layer
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer {layer} is out of range: {loaded.name} has layers 0..{n_layers - 1}")
-    run_id = demo_run_id(loaded, DemoConfig(layer, cfg.new_tokens, cfg.answer_tokens))
+    cfg = replace(cfg, layer=layer)
+    run_id = demo_run_id(loaded, cfg)
     att_ids, ctx_ids = _ids(tok, ATTENTION_PROMPT), _ids(tok, PREFIX_CONTEXT)
     q_ids = [_ids(tok, q) for q in QUESTIONS]
+    long, source = long_ids(tok, max(cfg.timing_lengths[-1] + 1, cfg.head_tokens))
 
     with torch.inference_mode():
         lm(input_ids=att_ids, use_cache=False, logits_to_keep=1)  # warm-up: the first call pays one-off setup
     attention, projections = attention_run(lm, att_ids, layer)
     decode = decode_run(lm, tok, ctx_ids, cfg.new_tokens)
     prefix = prefix_run(lm, tok, ctx_ids, q_ids, cfg.answer_tokens)
+    cached = cache_attention_run(lm, att_ids, cfg.cached_queries)
     tokens = _tokens_rows(tok, "attention", att_ids) + _tokens_rows(tok, "decode", ctx_ids)  # decode = the context
+    fast = models.load_cached(model, device, dtype, "sdpa").model
+    with torch.inference_mode():
+        fast(input_ids=long[:, :64], use_cache=False, logits_to_keep=1)  # warm-up, as above
+    timing = [{**r, "attn_impl": "sdpa", "source": source} for r in
+              timing_run(fast, long, cfg.timing_lengths, cfg.timing_repeats)]  # fmt: skip
+    head_rows = head_stats_run(fast, long[:, : cfg.head_tokens])
+    heads = [{**r, "tokens": cfg.head_tokens, "source": source} for r in head_rows]
 
     created = datetime.now(UTC)
     tables = {
@@ -266,6 +417,9 @@ def run_demo(
         "demo_attention": attention,
         "demo_decode": decode,
         "demo_prefix": prefix,
+        "demo_cache_attention": cached,
+        "demo_timing": timing,
+        "demo_head_stats": heads,
     }
     for name, rows in tables.items():
         store.write(name, _table(name, rows, run_id, loaded.name, created), "demo")

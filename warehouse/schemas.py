@@ -381,10 +381,68 @@ DEMO_PREFIX = Table(
     partitions=DEMO_PARTITIONS,
 )
 
+DEMO_CACHE_ATTENTION = Table(
+    "demo_cache_attention",
+    _schema(
+        *DEMO_KEY,
+        ("layer", _I16),
+        ("q_head", _I16),
+        ("kv_head", _I16),
+        ("query_pos", _I32),  # one of the last `cached_queries` positions of the `attention` prompt
+        ("key_pos", _I32),  # 0..query_pos: the cached keys and the query's own
+        ("weight", _F32),  # eager attention weight with the query fed alone against the KV cache
+        ("created_at", _TS),
+    ),
+    grain="one row per (run_id, layer, q_head, query_pos, key_pos) of the last queries of the `attention` prompt, "
+    "computed incrementally with the cache; the same key in demo_attention holds the weight without it",
+    key=("run_id", "layer", "q_head", "query_pos", "key_pos"),
+    partitions=DEMO_PARTITIONS,
+)
+
+DEMO_TIMING = Table(
+    "demo_timing",
+    _schema(
+        *DEMO_KEY,
+        ("length", _I32),  # tokens already in the sequence (cached, or recomputed without a cache)
+        ("repeat", _I32),
+        ("seconds_cache", pa.float64()),  # one forward of the next token against a cache of `length` tokens
+        ("seconds_no_cache", pa.float64()),  # one forward of all length + 1 tokens without a cache
+        ("attn_impl", _STR),
+        ("source", _STR),  # task/sample_id of the LongBench context whose tokens were fed
+        ("created_at", _TS),
+    ),
+    grain="one row per (run_id, length, repeat): the time of one generated token with and without the cache",
+    key=("run_id", "length", "repeat"),
+    partitions=DEMO_PARTITIONS,
+)
+
+DEMO_HEAD_STATS = Table(
+    "demo_head_stats",
+    _schema(
+        *DEMO_KEY,
+        ("layer", _I16),
+        ("q_head", _I16),
+        ("kv_head", _I16),  # the KV head this query head reads (grouped-query attention)
+        ("sink_share", _F32),  # attention on the first 4 tokens, mean over queries
+        ("previous_share", _F32),  # attention on the token just before the query
+        ("local_share", _F32),  # attention on the 16 latest keys (the query's own included)
+        ("mean_distance", _F32),  # attention-weighted query_pos - key_pos, in tokens
+        ("entropy", _F32),  # attention entropy / ln(keys visible): 0 = one key, 1 = uniform
+        ("share_by_distance", pa.list_(_F32)),  # [i]: attention at distance 0 (i = 0) or in [2^(i-1), 2^i)
+        ("tokens", _I32),  # length of the text; queries at positions >= 32 are averaged
+        ("source", _STR),  # task/sample_id of the LongBench context
+        ("created_at", _TS),
+    ),
+    grain="one row per (run_id, layer, q_head): causal attention of every query head over a long LongBench context",
+    key=("run_id", "layer", "q_head"),
+    partitions=DEMO_PARTITIONS,
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         *(RUNS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, NEEDLES, POLICIES, RANKINGS, QUALITY),
         *(DEMO_TOKENS, DEMO_PROJECTIONS, DEMO_ATTENTION, DEMO_DECODE, DEMO_PREFIX),
+        *(DEMO_CACHE_ATTENTION, DEMO_TIMING, DEMO_HEAD_STATS),
     )
 }

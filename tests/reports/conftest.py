@@ -145,7 +145,8 @@ def report_warehouse(small_warehouse, tmp_path_factory):
     refs = [dict(zip(cols.split(", "), r, strict=True)) for r in con.execute(f"SELECT {cols} FROM samples").fetchall()]
     con.close()
     write_eviction_tables(store, refs)
-    demo = run_demo(store, cfg=DemoConfig(new_tokens=6, answer_tokens=3))
+    demo = run_demo(store, cfg=DemoConfig(new_tokens=6, answer_tokens=3, timing_lengths=(32, 64, 128), timing_repeats=2,
+                                          head_tokens=256))  # short timing and head texts: tests stay fast
     db = catalog.build(store, base / "kv.duckdb")
     return {"store": store, "db": db, "root": base, "run_id": small_warehouse["run_id"], "hostile": hostile,
             "refs": refs, "demo": demo}  # fmt: skip
