@@ -13,7 +13,7 @@ from __future__ import annotations
 import altair as alt
 
 from reports.base import Data, Report, options
-from reports.charts import dropdown, equals
+from reports.charts import dropdown, equals, heat_color
 
 DEMO_HINT = (
     "These tables come from a short run of the model itself: `kvw report` runs it when they are missing "
@@ -38,7 +38,7 @@ def _grid(rows, tokens, layer: alt.Parameter, n_tokens: int) -> alt.FacetChart:
         .encode(
             x=alt.X("key:O", title="key (attended) token", sort=alt.EncodingSortField("key_pos"), axis=axis),
             y=alt.Y("query:O", title="query token", sort=alt.EncodingSortField("query_pos"), axis=axis),
-            color=alt.Color("weight:Q", title="attention weight", scale=alt.Scale(scheme="blues")),
+            color=heat_color("weight:Q", "attention weight", alt.Scale(scheme="blues")),
             tooltip=[
                 "head:N",
                 alt.Tooltip("query:N", title="query token"),
@@ -84,7 +84,7 @@ def _norms(norms) -> alt.VConcatChart:
         .encode(
             x=alt.X("position:O", title="position" if kv == options(norms, "kv_head")[-1] else None),
             y=alt.Y("row_label:N", title=f"KV head {kv}", sort=None),
-            color=alt.Color("norm:Q", title="vector norm", scale=alt.Scale(scheme="greens")),
+            color=heat_color("norm:Q", "vector norm", alt.Scale(scheme="greens")),
             tooltip=[
                 alt.Tooltip("row_label:N", title="projection"),
                 "token:N",

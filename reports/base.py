@@ -38,6 +38,8 @@ class Report:
     hint: str = "Run the extraction first: `prefect deployment run extract/longbench` (or scripts/quickstart.sh)."
     params: dict = field(default_factory=dict)  # defaults of the report's own $parameters
     prepare: Callable[[Data], Data] | None = None  # pure array step between SQL and chart
+    per_run: bool = True  # built once per run of its first table (with a run selector); False: one page over runs
+    min_runs: int = 1  # runs its first table must hold (a cross-run comparison needs 2)
 
 
 class ReportError(RuntimeError):

@@ -49,22 +49,48 @@ ALL = "(all)"  # the dropdown choice that keeps every value of a field
 
 def kv_color(field: str = "tensor", title: str = KV_TITLE) -> alt.Color:
     """Colour by key/value with a legend that names them (merges with `kv_dash` / `kv_shape` of the same title)."""
-    return alt.Color(f"{field}:N", scale=KV_COLORS, title=title, legend=alt.Legend(title=title))
+    return alt.Color(f"{field}:N", scale=KV_COLORS, title=title, legend=alt.Legend(title=title, titleLimit=300))
 
 
 def kv_dash(field: str = "tensor", title: str = KV_TITLE) -> alt.StrokeDash:
     """Solid keys, dashed values: the second half of the key/value encoding on lines."""
-    return alt.StrokeDash(f"{field}:N", scale=KV_DASHES, title=title, legend=alt.Legend(title=title))
+    return alt.StrokeDash(f"{field}:N", scale=KV_DASHES, title=title, legend=alt.Legend(title=title, titleLimit=300))
 
 
 def kv_shape(field: str = "tensor", title: str = KV_TITLE) -> alt.Shape:
     """Circles for keys, triangles for values: the second half of the key/value encoding on points."""
-    return alt.Shape(f"{field}:N", scale=KV_SHAPES, title=title, legend=alt.Legend(title=title))
+    return alt.Shape(f"{field}:N", scale=KV_SHAPES, title=title, legend=alt.Legend(title=title, titleLimit=300))
 
 
 def kv_line(field: str = "tensor", title: str = KV_TITLE) -> dict:
-    """Encodings for key/value lines: colour and dash in one legend."""
-    return {"color": kv_color(field, title), "strokeDash": kv_dash(field, title)}
+    """Encodings for key/value lines: colour and dash in one legend.
+
+    The legends merge only where colour and strokeDash resolve alike: a concat that resolves colour
+    "independent" must resolve strokeDash "independent" too (`INDEPENDENT_KV`). A band behind the lines
+    should take `kv_band()`, which draws no legend of its own.
+    """
+    legend = alt.Legend(title=title, titleLimit=300, symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=2.5)
+    return {
+        "color": alt.Color(f"{field}:N", scale=KV_COLORS, title=title, legend=legend),
+        "strokeDash": alt.StrokeDash(f"{field}:N", scale=KV_DASHES, title=title, legend=legend),
+    }
+
+
+INDEPENDENT_KV = {"color": "independent", "strokeDash": "independent", "shape": "independent"}
+
+
+def bands(base: alt.Chart, scale: alt.Scale, y: str, y2: str, field: str = "tensor", opacity: float = 0.16) -> list:
+    """One shaded band per value of `scale`'s domain, in its fixed colour, with no legend of its own.
+
+    Bands drawn through a colour (or fill) channel without a legend switch off the lines' legend, or add a
+    second one: a band per value, each one plain colour, leaves the lines' legend alone.
+    """
+    return [
+        base.transform_filter(f"datum[{field!r}] === {value!r}")
+        .mark_area(opacity=opacity, color=color)
+        .encode(y=y, y2=y2)
+        for value, color in zip(scale.domain, scale.range, strict=True)
+    ]
 
 
 def kv_points(field: str = "tensor", title: str = KV_TITLE) -> dict:
@@ -100,17 +126,32 @@ def _fixed(name: str, value, label: str | None) -> alt.Parameter:
     return alt.param(name=name, value=value, bind=alt.BindInput(input="hidden", name=f"{label or name}: {value}"))
 
 
-def dropdown(name: str, values: list, label: str | None = None, value=None) -> alt.Parameter:
+def fixed(name: str, value, label: str | None = None, shown=None) -> alt.Parameter:
+    """A parameter the page does not let one change, shown as 'label: value' text (`shown` instead of value)."""
+    return (
+        _fixed(name, value, label)
+        if shown is None
+        else alt.param(name=name, value=value, bind=alt.BindInput(input="hidden", name=f"{label or name}: {shown}"))
+    )
+
+
+def dropdown(
+    name: str, values: list, label: str | None = None, value=None, labels: list | None = None
+) -> alt.Parameter:
     """A page-level selector bound to a <select>; `name` is also the Vega signal the filters use.
 
     With a single choice there is nothing to select: the value is shown as text instead of a dead control.
+    `labels` are what the options show (one per value) when the values themselves are ids.
     """
     if not values:
         raise ValueError(f"dropdown {name!r} has no choices")
+    if labels is not None and len(labels) != len(values):
+        raise ValueError(f"dropdown {name!r}: {len(labels)} labels for {len(values)} choices")
     first = values[0] if value is None or value not in values else value
     if len(values) == 1:
-        return _fixed(name, first, label)
-    return alt.param(name=name, value=first, bind=alt.binding_select(options=values, name=f"{label or name} "))
+        return fixed(name, first, label, labels[0] if labels else None)
+    bind = alt.binding_select(options=values, name=f"{label or name} ", **({"labels": labels} if labels else {}))
+    return alt.param(name=name, value=first, bind=bind)
 
 
 def radio(name: str, values: list, label: str | None = None, value=None) -> alt.Parameter:

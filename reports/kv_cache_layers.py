@@ -13,7 +13,7 @@ from __future__ import annotations
 import altair as alt
 
 from reports.base import Data, Report, options
-from reports.charts import DIVERGING, SEQUENTIAL, dropdown, equals
+from reports.charts import DIVERGING, SEQUENTIAL, dropdown, equals, heat_color
 
 CELL = 5
 
@@ -28,7 +28,7 @@ def _channel_map(data, field: str, title: str) -> alt.FacetChart:
         .encode(
             x=alt.X("channel:O", title="channel", axis=alt.Axis(values=list(range(0, 64, 8)))),
             y=alt.Y("layer:O", title="layer"),
-            color=alt.Color(f"{field}:Q", title=title, scale=SEQUENTIAL),
+            color=heat_color(field, title, SEQUENTIAL),
             tooltip=[
                 "layer:O",
                 alt.Tooltip("kv_head:O", title="KV head"),
@@ -53,7 +53,7 @@ def _raw(data, sample: alt.Parameter, layer: alt.Parameter, field: str, title: s
         .encode(
             x=alt.X("channel:O", title="channel", axis=alt.Axis(values=list(range(0, 64, 8)))),
             y=alt.Y("position:O", title="position"),
-            color=alt.Color(f"{field}:Q", title=title, scale=DIVERGING),
+            color=heat_color(field, f"{title} entry (0 = white)", DIVERGING),
             tooltip=[
                 alt.Tooltip("token:N", title="token"),
                 "position:O",

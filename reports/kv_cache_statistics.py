@@ -12,23 +12,29 @@ from __future__ import annotations
 import altair as alt
 
 from reports.base import Data, Report, options
-from reports.charts import dropdown, equals
+from reports.charts import KEY_COLOR, KV_DASHES, VALUE_COLOR, dropdown, equals
 
+# key and value as on every page (colour + dash); the two correlations get their own colours, dotted
 TENSORS = alt.Scale(
-    domain=["key", "value", "entries", "token norms"], range=["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
+    domain=["key", "value", "entries", "token norms"], range=[KEY_COLOR, VALUE_COLOR, "#2ca02c", "#9467bd"]
 )
+DASHES = alt.Scale(domain=TENSORS.domain, range=[*KV_DASHES.range, [2, 2], [2, 2]])
+LEGEND = "tensor (key / value) or correlation of"
 
 
 def chart(data: Data) -> alt.TopLevelMixin:
     stats = data["kv_layer_statistics"]
     sample = dropdown("sample", options(stats, "sample"), "sample")
+    # one legend for band and line (a facet shows only some tensors, so no per-tensor band layers): it
+    # draws strokes, so the dash of each tensor shows in it
+    legend = alt.Legend(title=LEGEND, titleLimit=300, symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=2.5)
     base = alt.Chart().encode(
-        x=alt.X("layer:Q", title="layer"),
-        color=alt.Color("tensor:N", title="tensor / correlation of", scale=TENSORS),
+        x=alt.X("layer:Q", title="layer"), color=alt.Color("tensor:N", title=LEGEND, scale=TENSORS, legend=legend)
     )
     band = base.mark_area(opacity=0.18).encode(y="lowest_head:Q", y2="highest_head:Q")
     line = base.mark_line(point=True).encode(
         y=alt.Y("mean:Q", title=None),
+        strokeDash=alt.StrokeDash("tensor:N", title=LEGEND, scale=DASHES, legend=legend),
         tooltip=[
             "metric:N",
             "tensor:N",

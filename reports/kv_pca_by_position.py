@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from reports.base import Data, Report, compact, options
-from reports.charts import dropdown, equals
+from reports.charts import dropdown, equals, heat_color
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +75,7 @@ def _panel(points, shares, sample, layer, tensor: str) -> alt.LayerChart:
         .encode(
             x=alt.X("pc1:Q", title="PC 1"),
             y=alt.Y("pc2:Q", title="PC 2"),
-            color=alt.Color("position:Q", title="position", scale=alt.Scale(scheme="viridis")),
+            color=heat_color("position:Q", "token position"),
             tooltip=[
                 alt.Tooltip("token:N"),
                 "position:Q",

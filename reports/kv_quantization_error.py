@@ -11,7 +11,7 @@ from __future__ import annotations
 import altair as alt
 
 from reports.base import Data, Report, options
-from reports.charts import dropdown, equals
+from reports.charts import dropdown, equals, heat_color, kv_dash
 
 FORMATS = alt.Scale(domain=["int8", "fp8", "int4"], range=["#2ca02c", "#1f77b4", "#d62728"])
 
@@ -26,8 +26,8 @@ def chart(data: Data) -> alt.TopLevelMixin:
         .encode(
             x=alt.X("layer:Q"),
             y=alt.Y("error:Q", title="relative error (log)", scale=alt.Scale(type="log")),
-            color=alt.Color("format:N", scale=FORMATS),
-            strokeDash=alt.StrokeDash("tensor:N", title="tensor"),
+            color=alt.Color("format:N", scale=FORMATS, title="format", legend=alt.Legend(title="format")),
+            strokeDash=kv_dash(),
             tooltip=[
                 "format:N",
                 "tensor:N",
@@ -45,7 +45,7 @@ def chart(data: Data) -> alt.TopLevelMixin:
         .encode(
             x=alt.X("layer:O"),
             y=alt.Y("kv_head:O", title="KV head"),
-            color=alt.Color("error:Q", title="relative error", scale=alt.Scale(type="log", scheme="orangered")),
+            color=heat_color("error:Q", "relative error (log)", alt.Scale(type="log", scheme="orangered"), ".2%"),
             tooltip=["format:N", "tensor:N", "layer:O", "kv_head:O", alt.Tooltip("error:Q", format=".3%")],
         )
         .properties(width=330, height=60, name="heads")

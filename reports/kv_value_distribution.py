@@ -11,7 +11,7 @@ from __future__ import annotations
 import altair as alt
 
 from reports.base import Data, Report, options
-from reports.charts import KV_COLORS, dropdown, equals
+from reports.charts import dropdown, equals, kv_line, kv_mark_color
 
 
 def _histogram(hist, layer: alt.Parameter, tensor: str) -> alt.Chart:
@@ -19,7 +19,7 @@ def _histogram(hist, layer: alt.Parameter, tensor: str) -> alt.Chart:
         alt.Chart(hist)
         .transform_filter(equals("layer", layer))
         .transform_filter(f"datum.tensor === {tensor!r}")
-        .mark_rect(color=KV_COLORS.range[0] if tensor == "key" else KV_COLORS.range[1])
+        .mark_rect(color=kv_mark_color(tensor))
         .encode(
             x=alt.X("bin_start:Q", title=f"{tensor} entry", bin="binned"),
             x2="bin_end:Q",
@@ -42,7 +42,7 @@ def _by_layer(moments, layer: alt.Parameter, field: str, title: str) -> alt.Laye
         .encode(
             x=alt.X("layer:Q"),
             y=alt.Y(f"{field}:Q", title=title),
-            color=alt.Color("tensor:N", scale=KV_COLORS),
+            **kv_line(),
             tooltip=["tensor:N", "layer:Q", "std:Q", "kurtosis:Q", alt.Tooltip("absmax:Q", title="largest |entry|")],
         )
     )

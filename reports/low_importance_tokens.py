@@ -11,9 +11,9 @@ from __future__ import annotations
 import altair as alt
 
 from reports.base import Data, Report, options
-from reports.charts import CATEGORY_COLORS, dropdown, equals
+from reports.charts import category_color, dropdown, equals
 
-CATEGORY = alt.Color("category:N", title="category", scale=CATEGORY_COLORS)
+CATEGORY = category_color()
 
 
 def ranked_bars(ranked, sample, measure, side: str, title: str, log: bool = False) -> alt.Chart:

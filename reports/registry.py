@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from reports import (
     attention_patterns,
+    cross_run,
     eviction_patterns,
     head_specialization,
     kv_cache_layers,
@@ -36,4 +37,5 @@ REPORTS = [
     strategy_comparison.REPORT,
     attention_patterns.REPORT,
     kv_caching.REPORT,
+    cross_run.REPORT,
 ]

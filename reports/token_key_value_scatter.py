@@ -12,7 +12,7 @@ from __future__ import annotations
 import altair as alt
 
 from reports.base import Data, Report, options
-from reports.charts import ALL, CATEGORY_COLORS, dropdown, equals_or_all
+from reports.charts import ALL, category_color, dropdown, equals_or_all
 
 
 def chart(data: Data) -> alt.TopLevelMixin:
@@ -26,7 +26,7 @@ def chart(data: Data) -> alt.TopLevelMixin:
         .encode(
             x=alt.X("key_norm:Q", title="key norm (mean over layers and KV heads)", scale=alt.Scale(zero=False)),
             y=alt.Y("value_norm:Q", title="value norm", scale=alt.Scale(zero=False)),
-            color=alt.Color("category:N", scale=CATEGORY_COLORS, title="category (click)"),
+            color=category_color(title="token category (click to isolate)"),
             size=alt.Size("attn_received:Q", title="attention received", scale=alt.Scale(type="sqrt", range=[12, 400])),
             opacity=alt.condition(pick, alt.value(0.8), alt.value(0.06)),
             tooltip=[

@@ -12,10 +12,9 @@ from __future__ import annotations
 import altair as alt
 
 from reports.base import Data, Report, options
-from reports.charts import KV_COLORS, dropdown, equals
+from reports.charts import INDEPENDENT_KV, SEGMENT_FILLS, dropdown, equals, heat_color, kv_line
 
 WIDTH = 820
-SEGMENTS = alt.Scale(domain=["context", "question"], range=["#e8eef7", "#fde6cf"])
 
 
 def _shading(segments, sample) -> alt.Chart:
@@ -26,7 +25,7 @@ def _shading(segments, sample) -> alt.Chart:
         .encode(
             x=alt.X("position:Q", title="position"),
             x2="end_position:Q",
-            fill=alt.Fill("segment:N", scale=SEGMENTS, title="segment"),  # fill, not color: lines own that
+            fill=alt.Fill("segment:N", scale=SEGMENT_FILLS, title="prompt segment (shaded)"),  # lines own color
         )
     )
 
@@ -55,7 +54,7 @@ def chart(data: Data) -> alt.TopLevelMixin:
         .encode(
             x="position:Q",
             y=alt.Y("norm:Q", title="mean norm"),
-            color=alt.Color("tensor:N", scale=KV_COLORS),
+            **kv_line(),
             tooltip=tooltip,
         )
     )
@@ -72,8 +71,8 @@ def chart(data: Data) -> alt.TopLevelMixin:
         .encode(
             x=alt.X("position:O", title="bucket start position", axis=alt.Axis(labelOverlap=True)),
             y=alt.Y("layer:O"),
-            color=alt.Color(
-                "rel:Q", title="key norm / layer mean", scale=alt.Scale(scheme="redblue", reverse=True, domainMid=1)
+            color=heat_color(
+                "rel:Q", "key norm / layer mean (1 = white)", alt.Scale(scheme="redblue", reverse=True, domainMid=1)
             ),
             tooltip=[
                 "layer:O",
@@ -93,7 +92,7 @@ def chart(data: Data) -> alt.TopLevelMixin:
             heat,
         )
         .add_params(sample)
-        .resolve_scale(color="independent")
+        .resolve_scale(**INDEPENDENT_KV)
     )
 
 

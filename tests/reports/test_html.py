@@ -92,3 +92,63 @@ def test_fetch_names_a_missing_parameter_and_a_missing_file():
         fetch(con, "kv_heatmap", {"run_id": "x"})
     with pytest.raises(ReportError, match="no SQL file"):
         fetch(con, "nope", {})
+
+
+def test_a_single_choice_is_shown_as_text_not_as_a_control():
+    from reports import charts
+
+    one = charts.dropdown("sample", ["qasper"], "sample").param.to_dict()
+    assert one["value"] == "qasper" and one["bind"] == {"input": "hidden", "name": "sample: qasper"}
+    two = charts.dropdown("sample", ["a", "b"], "sample", value="b").param.to_dict()
+    assert two["value"] == "b" and two["bind"]["input"] == "select" and two["bind"]["options"] == ["a", "b"]
+    labelled = charts.dropdown("run", ["r1"], "run", labels=["r1 · SmolLM2"]).param.to_dict()
+    assert labelled["value"] == "r1" and labelled["bind"]["name"] == "run: r1 · SmolLM2"
+    assert charts.radio("grouping", ["category"]).param.to_dict()["bind"]["input"] == "hidden"
+    with pytest.raises(ValueError, match="2 labels for 1 choices"):
+        charts.dropdown("run", ["r1"], labels=["a", "b"])
+
+
+def test_one_palette_and_one_key_value_encoding():
+    from reports import charts
+    from warehouse.vocabulary import CATEGORIES, SEGMENTS
+
+    assert charts.CATEGORY_COLORS.to_dict()["domain"] == list(CATEGORIES)
+    assert len(set(charts.CATEGORY_COLORS.to_dict()["range"])) == len(CATEGORIES)  # no two categories alike
+    assert charts.SEGMENT_COLORS.to_dict()["domain"] == list(SEGMENTS)
+    line = {k: v.to_dict() for k, v in charts.kv_line().items()}
+    assert line["color"]["legend"]["title"] == line["strokeDash"]["legend"]["title"] == charts.KV_TITLE  # one legend
+    assert line["color"]["scale"]["domain"] == line["strokeDash"]["scale"]["domain"] == ["key", "value"]
+    assert line["strokeDash"]["scale"]["range"][0] != line["strokeDash"]["scale"]["range"][1]
+    assert charts.kv_mark_color("value") == line["color"]["scale"]["range"][1]
+    with pytest.raises(ValueError, match="tensor must be one of"):
+        charts.kv_mark_color("query")
+    heat = charts.heat_color("x", "attention weight").to_dict()
+    assert heat["legend"]["title"] == "attention weight" and heat["field"] == "x" and heat["type"] == "quantitative"
+
+
+def test_extract_uses_the_warehouse_vocabulary():
+    from extract import tokens
+    from warehouse import vocabulary
+
+    assert tokens.CATEGORIES is vocabulary.CATEGORIES
+    assert {tokens.categorize(t) for t in ("the", " 2019", "hello", ",", " ")} <= set(vocabulary.CATEGORIES)
+
+
+def test_chart_page_carries_how_to_read_and_a_run_selector():
+    chart = alt.Chart(pa.table({"v": [1.0]})).mark_point().encode(x="v:Q")
+    about = html.About(("Read <this>.",), (("window", "the last W queries & more"),))
+    runs = [html.RunLink("r1 · m", "p.html", True), html.RunLink("r2 · <m>", "p--r2.html")]
+    page = html.chart_page(chart, "t", "s", "", about, runs)
+    assert '<details class="about" id="about" open><summary>How to read this</summary>' in page
+    assert "<p>Read &lt;this&gt;.</p>" in page and "<dt>window</dt><dd>the last W queries &amp; more</dd>" in page
+    assert '<option value="p.html" selected>r1 · m</option><option value="p--r2.html">r2 · &lt;m&gt;</option>' in page
+    single = html.chart_page(chart, "t", "s", "", about, runs[:1])
+    assert "run-select" not in single  # one run: no selector
+
+
+def test_index_provenance_tables_are_escaped():
+    facts = [html.Facts("Runs", "note <n>", ("run_id", "samples", "truncated"), (("r<1>", 1234, True),)),
+             html.Facts("Evaluations", "", ("run_id",), (), "no evaluation yet")]  # fmt: skip
+    page = html.index_page([], "m", facts)
+    assert "<h2>Runs</h2>" in page and "<td>r&lt;1&gt;</td>" in page and "1,234" in page and "<td>yes</td>" in page
+    assert "no evaluation yet" in page and "note &lt;n&gt;" in page
