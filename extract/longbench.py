@@ -7,12 +7,13 @@ reason; the records around it are still read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import string
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from warehouse import config
@@ -90,6 +91,17 @@ class Sample:
     language: str
     length: int | None
     source: str  # file:line
+    source_dir: str = ""  # the LongBench folder (absolute): with source, where exactly the record came from
+    source_sha256: str = ""  # of the record's bytes: proves a later read found the same record
+
+    @property
+    def source_file(self) -> str:
+        return self.source.rpartition(":")[0]
+
+    @property
+    def source_line(self) -> int | None:
+        line = self.source.rpartition(":")[2]
+        return int(line) if line.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,7 @@ class Skip:
     sample_id: str  # "" when the record could not be read far enough to know it
     source: str
     reason: str
+    source_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,7 +245,13 @@ def _parse(task: str, source: str, raw: bytes) -> Sample | Skip:
         language=str(rec.get("language") or ""),
         length=int(rec["length"]) if isinstance(rec.get("length"), int | float) else None,
         source=source,
+        source_sha256=record_sha256(raw),
     )
+
+
+def record_sha256(raw: bytes) -> str:
+    """The content hash `samples.source_sha256` records: of the line's bytes without its line ending."""
+    return hashlib.sha256(raw.rstrip(b"\r\n")).hexdigest()
 
 
 def _answers(value) -> tuple[list[str], str]:
@@ -268,10 +287,10 @@ def read_task(lb: LongBench, task: str, limit: int | None = None) -> Iterator[Sa
                 return
             if not raw.strip():
                 continue
-            item = _parse(task, f"{path.name}:{lineno}", raw.rstrip(b"\r\n"))
+            item = replace(_parse(task, f"{path.name}:{lineno}", raw.rstrip(b"\r\n")), source_dir=str(lb.root))
             if isinstance(item, Sample):
                 if item.sample_id in seen:
-                    item = Skip(task, item.sample_id, item.source, "duplicate _id in the task file")
+                    item = Skip(task, item.sample_id, item.source, "duplicate _id in the task file", item.source_dir)
                 else:
                     seen.add(item.sample_id)
                     good += 1

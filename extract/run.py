@@ -127,6 +127,7 @@ def record_skip(store: Store, run_id: str, model: str, skip: Skip, status: str =
         "task": skip.task,
         "sample_id": skip.sample_id,
         "source": skip.source,
+        "source_dir": skip.source_dir or None,
         "reason": skip.reason,
         "skipped_at": datetime.now(UTC),
     }
@@ -154,6 +155,19 @@ def process_sample(
     write_sample(store, tables, head_dim)
     n = tables["samples"]["n_tokens"][0].as_py()
     return Outcome(sample.task, sample.sample_id, "extracted", n, time.perf_counter() - t0)
+
+
+def run_columns(parameters: dict, prev: dict | None) -> dict:
+    """The parameters that shape the data as declared `runs` columns, so SQL and evaluate read columns, not
+    JSON keys. `data_dirs` accumulates: a run extended from a second LongBench folder names both."""
+    dirs = [*((prev or {}).get("data_dirs") or []), *([parameters["data_dir"]] if parameters.get("data_dir") else [])]
+    return {
+        "max_tokens": parameters.get("max_tokens"),
+        "max_tokens_effective": parameters.get("max_tokens_effective"),
+        "window": parameters.get("window"),
+        "raw_kv": parameters.get("raw_kv"),
+        "data_dirs": sorted(set(dirs)),
+    }
 
 
 def write_run(
@@ -191,6 +205,7 @@ def write_run(
         "samples": int(samples),
         "tokens": int(tokens),
         "skipped": skipped,
+        **run_columns(parameters, prev),
     }
     store.write("runs", pa.Table.from_pylist([row], schema=schemas.RUNS.schema), "run")
     return row

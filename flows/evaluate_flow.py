@@ -20,7 +20,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from extract.longbench import open_longbench
 from flows import fanout, worker
 from flows.params import as_list, check_before_work, retryable
 from flows.shards import DEFAULT_SHARD_SIZE, Shard, counts_by_task, lost_work, make_shards
@@ -56,7 +55,8 @@ def load_model(plan: er.Plan, device: str):
 
 @task(cache_policy=NO_CACHE)
 def check_prompts(loaded, plan: er.Plan, data_dir: str | None) -> None:
-    er.check_prompts(loaded, open_longbench(data_dir or plan.run.data_dir), plan)
+    for note in er.check_prompts(loaded, plan, data_dir):
+        get_run_logger().warning(note)
 
 
 @task(cache_policy=NO_CACHE)

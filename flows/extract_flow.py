@@ -179,6 +179,7 @@ def extract(
     seconds = time.perf_counter() - t0
     parameters = dict(flow_run.parameters) or {"model": model, "tasks": tasks, "limit": limit}
     parameters["max_tokens_effective"] = max_tok
+    parameters["data_dir"] = str(lb.root)  # resolved: runs.data_dirs names every folder the run read
     run = write_run(store, loaded, run_id, parameters, started, seconds)
     db = catalog.build(store, db_file)
     create_markdown_artifact(
@@ -223,7 +224,8 @@ def _fan_out(p: dict):
             f"; {message}" if message else "")  # fmt: skip
     meta = SimpleNamespace(**{k: rows[0][k] for k in RUN_META}, name=rows[0]["model"])
     outcomes = [Outcome(*(row[f] for f in OUTCOME_FIELDS)) for row in rows]
-    parameters = {**p, "max_tokens_effective": rows[0]["max_tokens_effective"], "shards": len(runs)}
+    parameters = {**p, "data_dir": str(lb.root), "max_tokens_effective": rows[0]["max_tokens_effective"],
+                  "shards": len(runs)}  # fmt: skip
     seconds = time.perf_counter() - t0
     run = write_run(store, meta, run_ids[0], parameters, started, seconds)
     db = catalog.build(store, db_file)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from extract import model as models
-from extract.longbench import LongBench, open_longbench
+from extract import needle
+from extract.longbench import LongBench, LongBenchError, open_longbench
 from transform import decode, keep
 from transform import samples as selection
 from transform.evaluate import (
@@ -35,6 +36,9 @@ from warehouse.store import Store
 
 # Every registered policy, each with the parameters its class gives the default sweep (Policy.sweep).
 DEFAULT_POLICIES = tuple(REGISTRY[name].sweep_spec() for name in names())
+# The default sweep's budgets (shares of the cache kept): five, denser where policies differ most. The lowest
+# leaves sink_recent_uniform's 32 + 64 fixed tokens room in a question_agnostic context of ~700 tokens or more.
+DEFAULT_BUDGETS = (0.15, 0.25, 0.35, 0.5, 0.7)
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class RunInfo:
     model: str  # slug: the `model` column
     load_as: str  # model argument of the extraction (hub id, path or the default's name)
     max_tokens: int
-    data_dir: str | None
+    data_dir: str | None  # the last LongBench folder the run read; each sample records its own (source_dir)
     dtype: str
 
 
@@ -61,15 +65,17 @@ def resolve_run(con, model: str | None = None, run_id: str | None = None) -> Run
                 f"no extraction run of model {slug!r}: run `prefect deployment run extract/longbench`"
             )
         run_id = row[0]
-    row = con.execute("SELECT model, parameters, dtype FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    row = con.execute(
+        "SELECT model, parameters, dtype, max_tokens_effective FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
     if row is None:
         known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY finished_at DESC").fetchall()]
         raise EvaluationError(f"unknown run_id {run_id!r}; runs: {', '.join(known) or 'none'}")
-    slug, params, dtype = row
+    slug, params, dtype, max_tokens = row
     params = json.loads(params or "{}")
     if model is not None and models.model_slug(model) != slug:
         raise EvaluationError(f"run {run_id} extracted model {slug!r}, not {models.model_slug(model)!r}")
-    max_tokens = params.get("max_tokens_effective") or params.get("max_tokens")
+    max_tokens = max_tokens or params.get("max_tokens_effective") or params.get("max_tokens")  # older runs: JSON
     if not max_tokens:
         raise EvaluationError(f"run {run_id} records no max_tokens: cannot rebuild its prompts")
     return RunInfo(run_id, slug, model or params.get("model") or models.DEFAULT_MODEL, int(max_tokens),
@@ -136,6 +142,7 @@ class Plan:
     policies: list[Policy]
     settings: list[str]
     todo: dict[str, list[tuple[Policy, str]]] = field(default_factory=dict)  # sample_id -> pending (policy, setting)
+    notes: list[str] = field(default_factory=list)  # what check_prompts could not verify, and why
 
     @property
     def pending(self) -> int:
@@ -180,11 +187,31 @@ def plan(
     return out
 
 
-def check_prompts(loaded, lb: LongBench, p: Plan) -> None:
-    """Every pending sample's rebuilt prompt must equal its extracted tokens (raises before any write)."""
+def check_prompts(loaded, p: Plan, data_dir: str | None = None) -> list[str]:
+    """Every pending sample's prompt, rebuilt from the LongBench folder it was extracted from (`data_dir`
+    overrides: the folder moved), must equal its stored tokens; raises before any write. Evaluation itself
+    reads only the stored token ids and answers, so where that folder or task file is gone the sample is
+    evaluated unverified, and a note (returned, and kept in `p.notes`) says so."""
+    books: dict[str | None, LongBench | str] = {}
+    notes = []
     for s in p.samples:
-        if p.todo[s.sample_id]:
+        if not p.todo[s.sample_id]:
+            continue
+        folder = data_dir or s.source_dir or p.run.data_dir
+        if folder not in books:
+            try:
+                books[folder] = open_longbench(folder)
+            except LongBenchError as err:
+                books[folder] = str(err).split(". ")[0]
+        lb = books[folder]
+        if isinstance(lb, str):
+            notes.append(f"{s.task}/{s.sample_id}: not verified against LongBench ({lb})")
+        elif s.task not in lb.tasks and s.task != needle.TASK:  # needle: generated, always checkable
+            notes.append(f"{s.task}/{s.sample_id}: not verified against LongBench (no {s.task} in {lb.root})")
+        else:
             check_prompt(loaded.tokenizer, lb, s, p.run.max_tokens)
+    p.notes[:] = notes
+    return notes
 
 
 def materialize_keep(store: Store, p: Plan, overwrite: bool = False) -> keep.Ranked:
@@ -266,7 +293,7 @@ def evaluate(
         con.close()
     p = plan(store, pols, settings, run, tasks, limit, overwrite, max_new_tokens)
     loaded = load_model(run, device)
-    check_prompts(loaded, open_longbench(data_dir or run.data_dir), p)
+    check_prompts(loaded, p, data_dir)
     materialize_keep(store, p, overwrite)
     reader, writer = KeepReader(store), QualityWriter(store, overwrite)
     try:
@@ -316,5 +343,8 @@ def summary_markdown(store: Store, p: Plan, outcomes: Sequence[SampleOutcome], d
             f"| {labels.get(pid, pid)} | {setting} | {n} | {score:.1f} | {full:.1f} | {kl_text} | "
             f"{kept:.0%} | {saved / 2**20:,.1f} MiB |"
         )
+    if p.notes:
+        lines += ["", f"## Not verified against LongBench ({len(p.notes)}: evaluated from the stored tokens)", ""]
+        lines += [f"- {n}" for n in p.notes[:20]] + ([f"- … {len(p.notes) - 20} more"] if len(p.notes) > 20 else [])
     lines += ["", f"Compare: `kvw compare {' '.join(sorted({x.name for x in p.policies}))}`"]
     return "\n".join(lines) + "\n"

@@ -35,6 +35,8 @@ class Sample:
     answers: tuple[str, ...]
     all_classes: tuple[str, ...] | None
     token_ids: np.ndarray | None = None  # int64 [n_tokens], from `tokens` (with_tokens=True)
+    source_dir: str | None = None  # the LongBench folder it was read from (NULL: extracted before it was recorded)
+    source_sha256: str | None = None  # of the record's bytes at extraction
 
 
 def select(
@@ -66,7 +68,8 @@ def select(
         raise SelectionError(f"task(s) {missing} have not been extracted in run {run_id}; extracted: {', '.join(have)}")
     rows = con.execute(
         """
-        SELECT model, task, sample_id, source, n_tokens, context_end, max_new_tokens, answers, all_classes
+        SELECT model, task, sample_id, source, n_tokens, context_end, max_new_tokens, answers, all_classes,
+               source_dir, source_sha256
         FROM samples
         WHERE run_id = $run AND (len($tasks::VARCHAR[]) = 0 OR list_contains($tasks::VARCHAR[], task))
         QUALIFY row_number() OVER (
@@ -88,8 +91,10 @@ def select(
             int(max_new or 0) or 32,
             tuple(answers or ()),
             tuple(classes) if classes else None,
+            source_dir=src_dir,
+            source_sha256=sha,
         )  # fmt: skip
-        for model, task, sid, source, n, ctx, max_new, answers, classes in rows
+        for model, task, sid, source, n, ctx, max_new, answers, classes, src_dir, sha in rows
     ]
     return _with_tokens(con, out) if with_tokens else out
 

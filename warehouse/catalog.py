@@ -34,10 +34,11 @@ def _quote(path: Path | str) -> str:
 
 
 def table_sql(store: Store, table: Table, filename: bool = False) -> str:
-    """The view of one table. Locally DuckDB unions the files' schemas by name (older files may lack a newer
-    column). On an object store that would read every file's footer at every bind (each SQL view that names
+    """The view of one table. Locally DuckDB unions the files' schemas by name, the declared schema's empty
+    file first: a column added since older files were written reads NULL there, even when every file predates
+    it. On an object store that union would read every file's footer at every bind (each SQL view that names
     the table binds it again): 100 s for 1,000 files on a loopback server. There the declared schema comes
-    from one empty file read first, the other files must have it (a file that lacks a column is named when
+    from the empty file alone, the other files must have it (a file that lacks a column is named when
     queried), and a bind reads one footer whatever the number of files. `filename` adds each row's file."""
     if not store.files(table.name):
         return f"SELECT * FROM read_parquet({_quote(store.empty_file(table))})"
@@ -45,8 +46,8 @@ def table_sql(store: Store, table: Table, filename: bool = False) -> str:
     if store.remote:
         files = f"[{_quote(store.empty_file(table))}, {_quote(store.glob(table.name))}]"
         return f"SELECT * FROM read_parquet({files}, hive_partitioning = true, union_by_name = false{extra})"
-    glob = _quote(store.glob(table.name))
-    return f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true{extra})"
+    files = f"[{_quote(store.empty_file(table))}, {_quote(store.glob(table.name))}]"  # declared columns first
+    return f"SELECT * FROM read_parquet({files}, hive_partitioning = true, union_by_name = true{extra})"
 
 
 # Sample-level tables show a sample's rows only once its `samples` row (written last: the done marker)

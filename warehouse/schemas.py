@@ -61,6 +61,12 @@ RUNS = Table(
         ("samples", _I32),  # samples extracted so far (all invocations)
         ("tokens", pa.int64()),
         ("skipped", _I32),  # samples skipped with a recorded reason (see `skipped`)
+        # the flow parameters that shape the data, as columns (`parameters` keeps the full JSON):
+        ("max_tokens", _I32),  # prompt budget asked for
+        ("max_tokens_effective", _I32),  # ... after the model's position limit: what prompts were truncated to
+        ("window", _I32),  # queries whose attention `attn_received` averages
+        ("raw_kv", pa.bool_()),  # were raw key/value vectors stored (`kv`)?
+        ("data_dirs", pa.list_(_STR)),  # every LongBench folder an invocation of this run read (see samples.source_dir)
     ),
     grain="one row per extraction run (a model + the parameters that shape the data)",
     key=("run_id",),
@@ -86,7 +92,11 @@ SAMPLES = Table(
         ("question_start", _I32),  # start == end when the task has no question
         ("question_end", _I32),
         ("max_new_tokens", _I32),  # LongBench's dataset2maxlen for the task
-        ("source", _STR),  # file:line the sample came from
+        ("source", _STR),  # file:line the sample came from (short form of the four columns below)
+        ("source_dir", _STR),  # the LongBench folder it was read from (absolute path)
+        ("source_file", _STR),  # data file in that folder's data/, e.g. hotpotqa.jsonl
+        ("source_line", _I32),  # 1-based line of the record in that file
+        ("source_sha256", _STR),  # hex SHA-256 of the record's bytes (the line without its newline)
         ("prefill_seconds", pa.float64()),
         ("stats_seconds", pa.float64()),
         ("extracted_at", pa.timestamp("us", tz="UTC")),
@@ -189,6 +199,7 @@ SKIPPED = Table(
     _schema(
         *SAMPLE_KEY,
         ("source", _STR),  # file:line
+        ("source_dir", _STR),  # the LongBench folder of that file
         ("reason", _STR),
         ("skipped_at", pa.timestamp("us", tz="UTC")),
     ),

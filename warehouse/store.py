@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,8 @@ from warehouse.schemas import TABLES, Table
 
 _SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")
 TMP_PREFIX = ".tmp-"
+HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"  # temp names say which machine writes
+TMP_LEASE_SECONDS = 6 * 3600  # another machine's temp file is left alone until this old (see clean_tmp)
 StorePath = Path | str  # a Path under a local root, a URL under an object-store root
 
 __all__ = ["SchemaError", "Store", "StoreError", "StorePath", "check_partition_value", "conform"]
@@ -339,17 +343,17 @@ class Store:
     def empty_file(self, table: Table) -> StorePath:
         """A zero-row Parquet file with the table's schema (under `_empty/`, outside every table), so an
         empty view still has typed columns; named after the schema, so a new schema gets a new file. Remotely
-        it sits in a Hive-shaped folder (`<p>=_/...`): remote views read it first, beside the table's files."""
+        it sits in a Hive-shaped folder (`<p>=_/...`): views read it first, beside the table's files, so every
+        declared column exists even where all files predate it (NULL there)."""
         digest = hashlib.sha256(table.schema.to_string().encode()).hexdigest()[:12]
         empty = pa.Table.from_pylist([], schema=table.schema)
+        path = self._join("_empty", table.name, *(f"{p}=_" for p in table.partitions), f"{digest}.parquet")
         if self.remote:
-            path = self._join("_empty", table.name, *(f"{p}=_" for p in table.partitions), f"{digest}.parquet")
             self.check()
             with remote.explained(str(path)):
                 if not self.fs.exists(remote.key(path)):
                     self._put(path, empty)
             return path
-        path = self._join("_empty", f"{table.name}-{digest}.parquet")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             self._replace(path, empty)
@@ -359,7 +363,7 @@ class Store:
         if self.remote:
             self._put(path, data)
             return
-        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}-{uuid.uuid4().hex}")  # the writer's pid
+        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.@{HOST}.{os.getpid()}-{uuid.uuid4().hex}")  # the writer
         try:
             pq.write_table(data, tmp, **_encodings(data.schema))
             os.replace(tmp, path)
@@ -376,16 +380,18 @@ class Store:
         with remote.explained(url):
             self.fs.pipe_file(remote.key(url), buf.getvalue().to_pybytes())
 
-    def clean_tmp(self, table: str | None = None) -> int:
+    def clean_tmp(self, table: str | None = None, lease: float = TMP_LEASE_SECONDS) -> int:
         """Delete temp files left by killed writers (of one table, or all); returns how many. A temp file
-        whose writer process is still running on this machine is left alone: it is being written.
-        Remotely nothing is ever written under a temp name: this only checks the bucket (check())."""
+        whose writer process still runs on this machine is being written: left alone. One written from another
+        machine (a folder shared over NFS) cannot be checked from here: it is left alone until it is `lease`
+        seconds old, far longer than any one file takes to write. Remotely nothing is ever written under a
+        temp name: this only checks the bucket (check())."""
         if self.remote:
             self.check()
             return 0
         n = 0
         for tmp in self._tmp_files(table):
-            if _writer_alive(tmp.name):
+            if not _abandoned(tmp, lease):
                 continue
             tmp.unlink(missing_ok=True)
             n += 1
@@ -402,15 +408,25 @@ def _glob_re(pattern: str) -> str:
     return "[^/]*".join(re.escape(piece) for piece in pattern.split("*"))
 
 
-def _writer_alive(name: str) -> bool:
-    """Is the process that named this temp file (`...<pid>-<hex>`) still running here?"""
-    m = re.search(r"\.(\d+)-[0-9a-f]{32}$", name)
+def _abandoned(tmp: Path, lease: float) -> bool:
+    """Was this temp file (`...@<host>.<pid>-<hex>`; `...<pid>-<hex>` before hosts) left by a writer now gone?"""
+    m = re.search(r"(?:\.@([A-Za-z0-9_-]+))?\.(\d+)-[0-9a-f]{32}$", tmp.name)
     if not m:
-        return False  # named before temp files carried their writer's pid
-    if int(m.group(1)) == os.getpid():
+        return True  # named before temp files carried their writer's pid
+    host, pid = m.group(1), int(m.group(2))
+    if host is not None and host != HOST:  # another machine's writer: only age tells
+        try:
+            return time.time() - tmp.stat().st_mtime > lease
+        except FileNotFoundError:
+            return False
+    return not _pid_alive(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
         return True
     try:
-        os.kill(int(m.group(1)), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

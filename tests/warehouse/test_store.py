@@ -48,7 +48,8 @@ def test_schema_mismatch_is_named_and_writes_nothing(tmp_path):
     bad = skip_rows().drop_columns(["reason"]).append_column("oops", pa.array([1]))
     with pytest.raises(SchemaError, match=r"skipped: missing columns \['reason'\], unexpected columns \['oops'\]"):
         store.write("skipped", bad, "s1")
-    wrong_type = skip_rows().set_column(5, "reason", pa.array([b"\xff"], pa.binary()))
+    rows = skip_rows()
+    wrong_type = rows.set_column(rows.schema.get_field_index("reason"), "reason", pa.array([b"\xff"], pa.binary()))
     with pytest.raises(SchemaError, match="cannot cast"):
         store.write("skipped", wrong_type, "s1")
     assert not store.files("skipped") and not list(tmp_path.rglob("*"))[1:]
@@ -205,3 +206,49 @@ def test_write_batch_names_files_after_their_keys_and_drop_keys_never_duplicates
     assert len(store.files("skipped", task="a", prefix="small.")) == 1, "a file left empty is removed"
     with pytest.raises(ValueError, match="not partitions"):
         store.files("skipped", sample_id="x")
+
+
+def test_clean_tmp_spares_another_machines_writer_until_its_lease_ends(tmp_path):
+    """A folder shared by several machines (NFS): a pid from another host says nothing here, so its temp file
+    is left alone until it is older than the lease; this machine's dead writers are still cleaned at once."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from warehouse.store import HOST
+
+    store = Store(tmp_path)
+    path = store.write("skipped", skip_rows(), "s1")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    other = path.parent / f".tmp-s2.parquet.@other-node.{dead.pid}-{'a' * 32}"  # same pid, dead here: irrelevant
+    old_other = path.parent / f".tmp-s3.parquet.@other-node.{dead.pid}-{'b' * 32}"
+    mine = path.parent / f".tmp-s4.parquet.@{HOST}.{dead.pid}-{'c' * 32}"
+    for f in (other, old_other, mine):
+        f.write_bytes(b"partial")
+    hours_ago = time.time() - 7 * 3600
+    os.utime(old_other, (hours_ago, hours_ago))
+    assert store.clean_tmp("skipped") == 2
+    assert sorted(p.name for p in path.parent.iterdir()) == [other.name, "s1.parquet"]
+    assert store.clean_tmp("skipped", lease=0) == 1 and not other.exists()
+
+
+def test_a_write_names_its_machine_and_process_in_the_temp_file(tmp_path, monkeypatch):
+    """The temp name is what clean_tmp reads: catch it mid-write and check it says this host and pid."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from warehouse.store import HOST
+
+    seen = []
+    real = pq.write_table
+
+    def spy(table, where, *a, **kw):
+        seen.append(os.path.basename(str(where)))
+        return real(table, where, *a, **kw)
+
+    monkeypatch.setattr(pq, "write_table", spy)
+    Store(tmp_path).write("skipped", skip_rows(), "s1")
+    assert any(n.startswith(".tmp-s1.parquet.@") and f".@{HOST}.{os.getpid()}-" in n for n in seen), seen
