@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -74,6 +75,19 @@ def _sql(a) -> int:
     return 0
 
 
+def _data_root(a, cmd: str):
+    """--data, else the Parquet folder the --db catalog describes (data/ beside it), else the default
+    warehouse: `--db other/kv.duckdb` alone must never rebuild that catalog over the default warehouse's data.
+    None (after printing why) when --db names a catalog with no data beside it."""
+    from warehouse import config
+
+    data = a.data or config.catalog_data(a.db)
+    if data is None:
+        print(f"kvw {cmd}: no Parquet folder beside {a.db} (expected {Path(a.db).parent / 'data'}); "
+              "name it with --data", file=sys.stderr)  # fmt: skip
+    return data
+
+
 def _catalog_args(p):
     p.add_argument("--data", help="Parquet root (default: data/ beside --db; else $KVW_DATA or warehouse/data)")
     p.add_argument("--db", help="catalog file to write (default warehouse/kv.duckdb or $KVW_DB)")
@@ -81,12 +95,11 @@ def _catalog_args(p):
 
 @command("catalog", "rebuild the DuckDB catalog (views over the Parquet files)", _catalog_args)
 def _catalog(a) -> int:
-    from warehouse import catalog, config
+    from warehouse import catalog
     from warehouse.store import Store
 
-    data = a.data or config.catalog_data(a.db)  # --db alone: the data beside it, never the default warehouse's
+    data = _data_root(a, "catalog")
     if data is None:
-        print(f"kvw catalog: no Parquet folder beside {a.db}; name it with --data", file=sys.stderr)
         return 2
     db = catalog.build(Store(data), a.db)
     print(db)
@@ -199,7 +212,7 @@ def _keep_args(p):
     p.add_argument("--tasks", help="comma-separated tasks (default: all extracted)")
     p.add_argument("--limit", type=int, help="samples per task")
     p.add_argument("--overwrite", action="store_true", help="rank again samples already ranked")
-    p.add_argument("--data", help="Parquet root (default warehouse/data or $KVW_DATA)")
+    p.add_argument("--data", help="Parquet root (default: data/ beside --db; else $KVW_DATA or warehouse/data)")
     p.add_argument("--db", help="catalog to rebuild afterwards (default warehouse/kv.duckdb or $KVW_DB)")
 
 
@@ -207,10 +220,13 @@ def _keep_args(p):
 def _keep(a) -> int:
     from transform.keep import find_samples, parse_params, rank
     from transform.policies import PolicyError, make
-    from warehouse import catalog, config
+    from warehouse import catalog
     from warehouse.store import Store
 
-    store = Store(a.data or config.data_root())
+    data = _data_root(a, "keep")
+    if data is None:
+        return 2
+    store = Store(data)
     try:
         params = parse_params(a.param)
         budgets = [float(b) if "." in b or "e" in b.lower() else int(b) for b in a.budget] or [None]
@@ -232,35 +248,49 @@ def _keep(a) -> int:
 
 
 def _compare_args(p):
-    p.add_argument("policies", nargs="+", metavar="POLICY_OR_ID", help="policy names, policy_ids or id prefixes")
-    p.add_argument("--task", help="one task (default: every evaluated task, plus ALL)")
+    from warehouse.quality_stats import MEASURES
+
+    p.add_argument("policies", nargs="+", metavar="POLICY", help="policy names, labels, policy_ids or id prefixes")
+    p.add_argument("--measure", default="kl_continuation", choices=[*MEASURES, "all"],
+                   help="what to compare (default kl_continuation: defined for every sample; all: each in turn)")
+    p.add_argument("--by", default="category", choices=["category", "task"],
+                   help="scopes after every task pooled: LongBench categories (default) or tasks")
+    p.add_argument("--task", help="one task only")
     p.add_argument("--setting", help="question_aware or question_agnostic (default: both, if evaluated)")
     p.add_argument("--run-id", help="extraction run (default: every run in the quality table)")
-    p.add_argument("--plot", metavar="OUT.html", help="also write an offline HTML chart of score vs share kept")
+    p.add_argument("--plot", metavar="OUT.html", help="also write report 13's offline chart of these policies")
     p.add_argument("--db", help="catalog file (default warehouse/kv.duckdb or $KVW_DB)")
 
 
-@command("compare", "eviction policies side by side over the quality table (score per task and budget)", _compare_args)
+@command("compare", "eviction policies side by side: n, mean and bootstrap 95% interval per budget", _compare_args)
 def _compare(a) -> int:
     from transform import compare
     from warehouse import catalog
+    from warehouse.quality_stats import MEASURES
 
     con = catalog.connect(a.db, read_only=True)
     try:
-        summary = compare.summarize(compare.load(con, a.policies, a.task, a.setting, a.run_id))
+        rows = compare.load(con, a.policies, a.task, a.setting, a.run_id)
+        summary = compare.summarize(rows, a.by)
     except compare.CompareError as err:
         print(f"kvw compare: {err}", file=sys.stderr)
         return 2
     finally:
         con.close()
-    print(compare.table_text(summary), end="")
+    measures = list(MEASURES) if a.measure == "all" else [a.measure]
+    print("\n".join(compare.table_text(summary, m) for m in measures), end="")
     if a.plot:
-        print(compare.write_plot(summary, a.plot))
+        import pyarrow as pa
+
+        from reports import html, strategy_comparison as sc
+
+        chart = sc.chart(sc.prepare({"strategy_quality": pa.Table.from_pylist(rows)}))
+        print(html.write(a.plot, html.chart_page(chart, "Compare eviction policies", sc.REPORT.summary)))
     return 0
 
 
 def _report_args(p):
-    p.add_argument("--data", help="Parquet root (default warehouse/data or $KVW_DATA)")
+    p.add_argument("--data", help="Parquet root (default: data/ beside --db; else $KVW_DATA or warehouse/data)")
     p.add_argument("--db", help="catalog (default warehouse/kv.duckdb or $KVW_DB); rebuilt first")
     p.add_argument("--out", help="folder for the pages (default reports/out or $KVW_REPORTS)")
     p.add_argument("--run-id", help="extraction run to draw (default: the one with the most samples)")
@@ -291,7 +321,10 @@ def _report(a) -> int:
     try:
         select(only)
         config.writable_dir(a.out or config.reports_dir(), "--out")
-        store = Store(a.data or config.data_root())
+        data = _data_root(a, "report")
+        if data is None:
+            return 2
+        store = Store(data)
         db = catalog.build(store, a.db)
         con = catalog.connect(db, read_only=True)
         try:

@@ -51,3 +51,39 @@ def test_keep_with_an_empty_task_list_is_an_error_not_every_task(tmp_path, capsy
     rc = main(["keep", "snapkv", "--budget", "64", "--tasks", "", "--data", str(tmp_path / "data"),
                "--db", str(tmp_path / "kv.duckdb")])  # fmt: skip
     assert rc == 2 and "empty task name" in capsys.readouterr().err
+
+
+def _skips(root, n):
+    from tests.warehouse.test_store import skip_rows
+    from warehouse.store import Store
+
+    store = Store(root)
+    for i in range(n):
+        store.write("skipped", skip_rows(), f"s{i}")
+    return store
+
+
+def test_report_and_keep_with_db_alone_use_the_data_beside_it_not_the_default_warehouse(tmp_path, monkeypatch, capsys):
+    """`kvw report --db other/kv.duckdb` used to rebuild that catalog over $KVW_DATA: it then described (and
+    drew) the default warehouse while naming the other one."""
+    import duckdb
+
+    monkeypatch.setenv("KVW_DATA", str(tmp_path / "default" / "data"))
+    _skips(tmp_path / "default" / "data", 2)
+    _skips(tmp_path / "other" / "data", 1)
+    db = tmp_path / "other" / "kv.duckdb"
+    rc = main(
+        ["report", "--db", str(db), "--out", str(tmp_path / "out"), "--only", "kv_cache_layers", "--demo", "never"]
+    )
+    assert rc == 0, capsys.readouterr().err
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM skipped").fetchone()[0] == 1  # other's one row, not default's two
+    con.close()
+
+    lonely = tmp_path / "lonely" / "kv.duckdb"
+    lonely.parent.mkdir()
+    capsys.readouterr()
+    for cmd in (["keep", "snapkv", "--budget", "64"], ["report", "--out", str(tmp_path / "o2"), "--demo", "never"]):
+        assert main([*cmd, "--db", str(lonely)]) == 2
+        assert f"no Parquet folder beside {lonely}" in capsys.readouterr().err
+    assert not lonely.exists()
