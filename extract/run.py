@@ -211,8 +211,11 @@ def write_run(
     return row
 
 
-def summary_markdown(run: dict, outcomes: list[Outcome], data_root: str, db: str, seconds: float) -> str:
-    """The run summary published as a Prefect artifact (and printed by the CLI)."""
+def summary_markdown(
+    run: dict, outcomes: list[Outcome], data_root: str, db: str, seconds: float, warnings: list[str] = ()
+) -> str:
+    """The run summary published as a Prefect artifact (and printed by the CLI); `warnings` are the plan's
+    (an empty task file, a task without an answer length), which a log line alone would hide."""
     done = [o for o in outcomes if o.status == "extracted"]
     existing = [o for o in outcomes if o.status == "existing"]
     skipped = [o for o in outcomes if o.status in ("skipped", "failed")]
@@ -237,6 +240,8 @@ def summary_markdown(run: dict, outcomes: list[Outcome], data_root: str, db: str
         f"Try: `duckdb {db} \"SELECT layer, avg(key_norm) FROM token_stats WHERE run_id = '{run['run_id']}' "
         'GROUP BY layer ORDER BY layer"`',
     ]
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     if skipped:
         lines += ["", "## Skipped", "", "| task | sample | reason |", "|---|---|---|"]
         lines += [f"| {o.task} | {o.sample_id or '?'} | {o.reason} |" for o in skipped]

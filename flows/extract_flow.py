@@ -148,7 +148,7 @@ def extract(
     concurrency: int | None = None,  # samples in flight per process; None: 3 on a GPU, 1 on a CPU
     work_pool: str | None = None,  # fan shards out to this pool's workers (`kvw deploy --pool`); None: in-process
     shard_size: int = DEFAULT_SHARD_SIZE,  # samples per shard (one task each) when `work_pool` is set
-    needle_grid: dict | str | None = None,  # task `needle`: {kinds, lengths, depths, seeds}; None: extract.needle.Grid()
+    needle_grid: dict | str | None = None,  # task `needle`: {kinds, lengths, depths, seeds}; None: needle.Grid()
 ):
     """Extract KV statistics of `model` over LongBench `tasks` (all when empty), `limit` samples each.
 
@@ -183,7 +183,7 @@ def extract(
     run = write_run(store, loaded, run_id, parameters, started, seconds)
     db = catalog.build(store, db_file)
     create_markdown_artifact(
-        summary_markdown(run, outcomes, str(store.root), str(db), seconds),
+        summary_markdown(run, outcomes, str(store.root), str(db), seconds, work.warnings),
         key="extract-summary",
         description=f"extract run {run_id}",
     )
@@ -230,7 +230,8 @@ def _fan_out(p: dict):
     run = write_run(store, meta, run_ids[0], parameters, started, seconds)
     db = catalog.build(store, db_file)
     create_markdown_artifact(
-        summary_markdown(run, outcomes, str(store.root), str(db), seconds) + fanout.shards_markdown(runs, work_pool),
+        summary_markdown(run, outcomes, str(store.root), str(db), seconds, work.warnings)
+        + fanout.shards_markdown(runs, work_pool),
         key="extract-summary",
         description=f"extract run {run_ids[0]} on pool {work_pool}",
     )

@@ -56,3 +56,15 @@ def test_skips_are_recorded_listed_and_cleared(tmp_path, longbench_dir):
     rows = duckdb.execute("SELECT source FROM read_parquet(?) ORDER BY source", [store.glob("skipped")])
     assert [r[0] for r in rows.fetchall()] == ["trec.jsonl:3"], "the extracted sample's skip row is cleared"
     assert write_run(store, fake_loaded(), "r", {"tasks": ["trec"]}, datetime.now(UTC), 1.0)["skipped"] == 1
+
+
+def test_the_plans_longbench_warnings_reach_the_summary(tmp_path, longbench_dir):
+    """An empty task file was only a log line: the run's summary artifact now lists it."""
+    (longbench_dir / "data" / "samsum.jsonl").write_bytes(b"")
+    work = plan(open_longbench(longbench_dir), ["samsum", "trec"], 1)
+    assert len(work.samples) == 1 and any("samsum.jsonl has no records" in w for w in work.warnings)
+    store = Store(tmp_path / "data")
+    run = write_run(store, fake_loaded(), "r", {"tasks": ["samsum", "trec"]}, datetime.now(UTC), 1.0)
+    md = summary_markdown(run, [], str(store.root), "kv.duckdb", 1.0, work.warnings)
+    assert "## Warnings" in md and "- samsum.jsonl has no records: task samsum gives no samples" in md
+    assert "## Warnings" not in summary_markdown(run, [], str(store.root), "kv.duckdb", 1.0)
