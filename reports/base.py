@@ -65,11 +65,11 @@ def compact_floats(values, digits: int = SIGNIFICANT) -> list[float | None]:
 
 
 def compact(table: pa.Table) -> pa.Table:
-    """Page-ready columns: floats to a few significant digits, dictionaries to plain strings."""
+    """Page-ready columns: floats and decimals to a few significant digits, dictionaries to plain strings."""
     cols = {}
     for name, col in zip(table.column_names, table.columns, strict=True):
         t = col.type
-        if pa.types.is_floating(t):
+        if pa.types.is_floating(t) or pa.types.is_decimal(t):  # DuckDB's sum/avg of integers can be DECIMAL
             arr = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
             col = pa.array(compact_floats(arr), pa.float64())
         elif pa.types.is_dictionary(t):

@@ -37,7 +37,11 @@ def _channel_map(data, field: str, title: str) -> alt.FacetChart:
             ],
         )
         .properties(width=64 * CELL, height=30 * 7, name=f"map_{field}")  # named: Altair needs it in a concat
-        .facet(column=alt.Column("kv_head:O", title=f"{title} by KV head"))
+        .facet(
+            column=alt.Column(
+                "kv_head:O", title=f"{title} by KV head", header=alt.Header(labelExpr="'KV head ' + datum.value")
+            )
+        )
     )
 
 
@@ -64,7 +68,13 @@ def _raw(data, sample: alt.Parameter, layer: alt.Parameter, field: str, title: s
             ],
         )
         .properties(width=64 * CELL, height=alt.Step(8), name=f"raw_{field}")
-        .facet(column=alt.Column("kv_head:O", title=f"{title} of the chosen layer, by KV head"))
+        .facet(
+            column=alt.Column(
+                "kv_head:O",
+                title=f"{title} of the chosen layer, by KV head",
+                header=alt.Header(labelExpr="'KV head ' + datum.value"),
+            )
+        )
         .resolve_scale(color="shared")
     )
 

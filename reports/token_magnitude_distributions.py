@@ -11,7 +11,12 @@ from __future__ import annotations
 import altair as alt
 
 from reports.base import Data, Report, options
-from reports.charts import dropdown, equals, radio
+from reports.charts import CATEGORY_PALETTE, SEGMENT_PALETTE, dropdown, equals, radio
+
+# a category or a segment has its colour of every other page (the two vocabularies share no name)
+GROUPS = alt.Scale(
+    domain=[*CATEGORY_PALETTE, *SEGMENT_PALETTE], range=[*CATEGORY_PALETTE.values(), *SEGMENT_PALETTE.values()]
+)
 
 
 def chart(data: Data) -> alt.TopLevelMixin:
@@ -34,7 +39,7 @@ def chart(data: Data) -> alt.TopLevelMixin:
         x=alt.X("p05:Q", title="norm (mean over layers and KV heads)", scale=alt.Scale(zero=False)), x2="p95:Q"
     )
     box = base.mark_bar(height=14).encode(
-        x="p25:Q", x2="p75:Q", color=alt.Color("group:N", legend=None, scale=alt.Scale(scheme="tableau10"))
+        x="p25:Q", x2="p75:Q", color=alt.Color("group:N", title="group (as on the y axis)", scale=GROUPS, legend=None)
     )
     median = base.mark_tick(color="white", thickness=2, size=14).encode(x="median:Q")
     return (

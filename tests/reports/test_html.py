@@ -78,6 +78,10 @@ def test_compact_keeps_four_significant_digits_and_nulls():
     assert compact_floats([0.123456789, 12345.678, 1.23456e-7, float("nan")]) == [0.1235, 12350.0, 1.235e-07, None]
     t = compact(pa.table({"f": pa.array([1 / 3], pa.float32()), "d": pa.array(["a"]).dictionary_encode()}))
     assert t.column("f").to_pylist() == [0.3333] and t.schema.field("d").type == pa.string()
+    from decimal import Decimal
+
+    dec = compact(pa.table({"x": pa.array([Decimal("2.123456")], pa.decimal128(12, 6))}))
+    assert dec.column("x").to_pylist() == [2.123] and dec.schema.field("x").type == pa.float64()  # JSON-able
 
 
 def test_used_params_ignores_comments():
