@@ -54,7 +54,8 @@ def kv_color(field: str = "tensor", title: str = KV_TITLE) -> alt.Color:
 
 def kv_dash(field: str = "tensor", title: str = KV_TITLE) -> alt.StrokeDash:
     """Solid keys, dashed values: the second half of the key/value encoding on lines."""
-    return alt.StrokeDash(f"{field}:N", scale=KV_DASHES, title=title, legend=alt.Legend(title=title, titleLimit=300))
+    legend = alt.Legend(title=title, titleLimit=300, symbolType="stroke", symbolStrokeWidth=2.5)
+    return alt.StrokeDash(f"{field}:N", scale=KV_DASHES, title=title, legend=legend)
 
 
 def kv_shape(field: str = "tensor", title: str = KV_TITLE) -> alt.Shape:
