@@ -282,7 +282,8 @@ def _compare(a) -> int:
     if a.plot:
         import pyarrow as pa
 
-        from reports import html, strategy_comparison as sc
+        from reports import html
+        from reports import strategy_comparison as sc
 
         chart = sc.chart(sc.prepare({"strategy_quality": pa.Table.from_pylist(rows)}))
         print(html.write(a.plot, html.chart_page(chart, "Compare eviction policies", sc.REPORT.summary)))

@@ -102,8 +102,8 @@ def _all_done(plan: er.Plan, samples: list[Sample]) -> list[er.SampleOutcome]:
 @flow(name="evaluate", flow_run_name=_run_name, log_prints=True)
 def evaluate(
     policies: list | str | None = None,  # names or JSON specs; default: er.DEFAULT_POLICIES (all 7)
-    budgets: list[float] | str | None = (0.25, 0.5),  # tokens (>= 1) or shares (< 1); a spec's own budget wins
-    setting: str = "question_aware",  # question_aware | question_agnostic | both
+    budgets: list[float] | str | None = er.DEFAULT_BUDGETS,  # tokens (>= 1) or shares (< 1); a spec's own wins
+    setting: str = "both",  # question_aware | question_agnostic | both
     run_id: str | None = None,  # default: the latest extraction run of `model`
     model: str | None = None,  # default: the run's model (the default model when run_id is empty)
     tasks: list[str] | str | None = None,
@@ -197,8 +197,8 @@ def evaluate_shard(
     run_id: str,
     last: bool = True,
     policies: list | str | None = None,
-    budgets: list[float] | str | None = (0.25, 0.5),
-    setting: str = "question_aware",
+    budgets: list[float] | str | None = er.DEFAULT_BUDGETS,
+    setting: str = "both",
     limit: int | None = 1,
     overwrite: bool = False,
     max_new_tokens: int | None = None,

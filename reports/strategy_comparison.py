@@ -1,85 +1,143 @@
-"""13. strategy_comparison: what each eviction policy costs in quality, and what it saves in memory.
+"""13. strategy_comparison: what each eviction policy costs in quality, budget by budget, with uncertainty.
 
-The top panel is the quality-vs-budget curve per policy (x: the share of the
-cache kept): the LongBench score (the point at 100% is the full cache), its
-change against the full cache, the increase of the reference answer's NLL,
-or KL(full || evicted) of the next-token distributions. The lower panel is
-the K/V memory each point saves. A good policy stays near the full-cache
-score while saving the most.
+One panel per LongBench category (and one over every task): a curve per policy (its label: name plus the
+parameters that tell its variants apart; one curve per variant, never per name) over every budget evaluated,
+x the share of the cache kept, y the mean of the chosen measure with its seeded bootstrap 95% band. The
+dashed line is the full cache (0 for the differences, its own score for the score). Each panel says its n and
+how many samples the measure is NULL for, and why (e.g. one-token answers in question_aware: predicted by
+the full prefill, so 0 by construction, not a measurement); a budget where every sample is NULL shows "NULL".
+The default measure is the continuation KL, defined for every sample; the others are one click away.
+Numbers come from warehouse.quality_stats, the same as `kvw compare`.
 """
 
 from __future__ import annotations
 
 import altair as alt
+import pyarrow as pa
 
-from reports.base import Data, Report, options
+from reports.base import Data, Report, compact, options
 from reports.charts import dropdown, equals, radio
-from reports.eviction_patterns import EVAL_HINT
+from warehouse import quality_stats as qs
 
-METRICS = {
-    "score": "LongBench score (x100)",
-    "score_change": "score change vs full cache",
-    "nll_increase": "answer NLL increase (nats/token)",
-    "kl": "KL(full || evicted)",
-}
+FULL = "full cache"
+ZERO_FOR_FULL = ("kl_continuation", "kl", "nll_increase", "score_change")  # the full cache's value is 0 by definition
+
+
+def _short(reason: str | None) -> str:
+    return "" if reason is None else reason.split(":")[0]
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Curve points (kind 'curve'), full-cache references ('full') and panel notes ('panel') in one table."""
+    scoped = qs.with_scopes(rows)
+    out = [{**r, "kind": "curve"} for r in qs.summarize(scoped, by=("scope", "setting", "variant", "label", "budget"))]
+    panels: dict[tuple, list[dict]] = {}
+    for r in scoped:
+        panels.setdefault((r["scope"], r["setting"]), []).append(r)
+    for (scope, setting), rs in panels.items():
+        samples = {(r["task"], r["sample_id"]): r["score_full"] for r in rs}  # one full-cache score per sample
+        for m in qs.MEASURES:
+            full = 0.0 if m in ZERO_FOR_FULL else qs.describe([{"v": v} for v in samples.values()], "v")["mean"]
+            out.append({"scope": scope, "setting": setting, "measure": m, "kind": "full", "label": FULL,
+                        "mean": full, "kept_share": 1.0})  # fmt: skip
+            null = [r for r in rs if r[m] is None]
+            why = qs.describe(null, m)["null_reason"] if null else None
+            k = len({(r["task"], r["sample_id"]) for r in null})
+            note = f"n = {len(samples)} samples" + (f" · NULL for {k}: {_short(why)}" if null else "")
+            out.append({"scope": scope, "setting": setting, "measure": m, "kind": "panel", "note": note})
+    return out
+
+
+def prepare(data: Data) -> Data:
+    """The one aggregation (warehouse.quality_stats) between the per-sample SQL rows and the chart."""
+    summary = summarize(data["strategy_quality"].to_pylist())
+    cols = ("scope", "setting", "measure", "kind", "label", "variant", "budget", "kept_share", "samples", "n",
+            "n_null", "null_reason", "mean", "lo", "hi", "note")  # fmt: skip
+    table = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in summary])
+    return {**data, "strategy_summary": compact(table)}
+
+
+def _domains(s: pa.Table) -> str:
+    """A Vega object literal: 'setting|measure' -> [low, high] over every band, mean and full-cache value."""
+    spans: dict[str, list[float]] = {}
+    for r in s.to_pylist():
+        if r["kind"] in ("curve", "full"):
+            vals = [v for v in (r["lo"], r["hi"], r["mean"]) if v is not None]
+            span = spans.setdefault(f"{r['setting']}|{r['measure']}", [float("inf"), float("-inf")])
+            span[:] = [min([span[0], *vals]), max([span[1], *vals])]
+    pad = {k: (hi - lo) * 0.05 or 0.5 for k, (lo, hi) in spans.items()}
+    return "{" + ", ".join(f"{k!r}: [{lo - pad[k]:.6g}, {hi + pad[k]:.6g}]" for k, (lo, hi) in spans.items()) + "}"
 
 
 def chart(data: Data) -> alt.TopLevelMixin:
-    q = data["strategy_quality"]
-    tasks = options(q, "task")
-    task = dropdown("task", tasks, "task", value="(all tasks)")
-    setting = radio("setting", options(q, "setting"), "setting", value="question_aware")
-    metric = dropdown("metric", list(METRICS.values()), "quality measure")
-    base = alt.Chart(q).transform_filter(f"{equals('task', task)} && {equals('setting', setting)}")
+    s = data["strategy_summary"]
+    scopes = options(s, "scope")
+    order = [qs.ALL, *sorted(x for x in scopes if x != qs.ALL)]
+    setting = radio("setting", options(s, "setting"), "setting", value="question_aware")
+    measures = [m for m in qs.MEASURES if m in options(s, "measure")]
+    measure = dropdown("measure", measures, "quality measure", labels=[qs.MEASURES[m] for m in measures])
+    labels = sorted({x for x in s.column("label").to_pylist() if x and x != FULL})
+    pick = alt.selection_point(fields=["label"], bind="legend", name="policy")
+    base = alt.Chart(s).transform_filter(f"{equals('setting', setting)} && {equals('measure', measure)}")
     x = alt.X("kept_share:Q", title="share of the cache kept", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
+    color = alt.Color("label:N", title="policy (click to isolate)", scale=alt.Scale(domain=labels))
+    dash = alt.StrokeDash("label:N", title="policy (click to isolate)", scale=alt.Scale(domain=labels))
+    seen = alt.condition(pick, alt.value(1.0), alt.value(0.12))
     tooltip = [
-        "policy:N",
-        "params:N",
-        "budget:Q",
-        "budget_unit:N",
-        "samples:Q",
+        alt.Tooltip("label:N", title="policy"),
+        alt.Tooltip("budget:Q", title="budget"),
         alt.Tooltip("kept_share:Q", title="cache kept", format=".1%"),
-        alt.Tooltip("score:Q", format=".2f"),
-        alt.Tooltip("score_full:Q", title="score, full cache", format=".2f"),
-        alt.Tooltip("nll_increase:Q", title="NLL increase", format=".3f"),
-        alt.Tooltip("kl:Q", title="KL", format=".4f"),
-        alt.Tooltip("memory_saved:Q", title="memory saved", format=".1%"),
-        alt.Tooltip("mib_saved:Q", title="MiB saved per sample", format=".2f"),
+        alt.Tooltip("n:Q", title="n (defined)"),
+        alt.Tooltip("mean:Q", title="mean", format=".4g"),
+        alt.Tooltip("lo:Q", title="95% low", format=".4g"),
+        alt.Tooltip("hi:Q", title="95% high", format=".4g"),
+        alt.Tooltip("n_null:Q", title="NULL rows"),
+        alt.Tooltip("null_reason:N", title="why NULL"),
     ]
-    curves = (
-        base.transform_fold(list(METRICS), as_=["stat", "value"])
-        .transform_calculate(measure="{" + ",".join(f"{k!r}:{v!r}" for k, v in METRICS.items()) + "}[datum.stat]")
-        .transform_filter(f"datum.measure === {metric.name}")
-        .mark_line(point=True)
-        .encode(
-            x=x,
-            y=alt.Y("value:Q", title="chosen quality measure"),
-            color=alt.Color("policy:N", title="policy"),
-            tooltip=tooltip,
-        )
+    curve = base.transform_filter("datum.kind === 'curve' && isValid(datum.mean)")
+    y_title = "mean of the chosen measure (band: bootstrap 95%)"
+    # the y range of each (setting, measure), computed here: a data-driven extent warns where a panel is all NULL
+    yscale = alt.Scale(domain={"expr": f"{_domains(s)}[{setting.name} + '|' + {measure.name}] || [0, 1]"})
+    y = alt.Y("mean:Q", title=y_title, scale=yscale)
+    band = curve.mark_area(opacity=0.12).encode(x=x, y=alt.Y("lo:Q", title=y_title, scale=yscale), y2="hi:Q",
+                                                color=color)  # fmt: skip
+    lines = curve.mark_line(point=True).encode(
+        x=x, y=y, color=color, strokeDash=dash, opacity=seen, tooltip=tooltip
+    ).add_params(pick)  # fmt: skip
+    null = (  # over every curve row (an empty layer would leave the x scale without data): text only where NULL
+        base.transform_filter("datum.kind === 'curve'")
+        .transform_calculate(null_text="isValid(datum.mean) ? '' : 'NULL'")
+        .mark_text(fontSize=9, angle=270, align="right", baseline="middle")
+        .encode(x=x, y=alt.value(4), text="null_text:N", color=color, tooltip=tooltip)
     )
-    memory = base.mark_line(point=True).encode(
-        x=x,
-        y=alt.Y("memory_saved:Q", title="K/V memory saved", axis=alt.Axis(format="%")),
-        color="policy:N",
-        tooltip=tooltip,
+    full = (
+        base.transform_filter("datum.kind === 'full'")
+        .mark_rule(strokeDash=[4, 3], color="black")
+        .encode(y="mean:Q", tooltip=[alt.Tooltip("label:N", title="reference"), alt.Tooltip("mean:Q", format=".4g")])
     )
-    return alt.vconcat(
-        curves.properties(width=720, height=300, title="quality vs budget"),
-        memory.properties(width=720, height=160, title="memory saved"),
-    ).add_params(task, setting, metric)
+    note = (
+        base.transform_filter("datum.kind === 'panel'")
+        .mark_text(align="left", baseline="bottom", fontSize=10, color="#444")
+        .encode(x=alt.value(2), y=alt.value(-4), text="note:N")
+    )
+    return (
+        alt.layer(band, lines, null, full, note)
+        .properties(width=300, height=200)
+        .facet(alt.Facet("scope:N", title=None, sort=order, header=alt.Header(labelFontWeight="bold")), columns=3)
+        .add_params(setting, measure)
+        .properties(title="Quality vs share of the cache kept, per LongBench category (dashed: full cache)")
+    )
 
 
 REPORT = Report(
     name="strategy_comparison",
     title="13. Eviction strategy comparison",
-    summary="Quality vs budget per policy and task (LongBench score, score change, answer NLL increase, KL) "
-    "with the full-cache score, and the K/V memory each setting saves.",
+    summary="Quality vs budget per policy and LongBench category, with bootstrap 95% bands, n and NULLs per "
+    "panel and the full-cache line: continuation KL (default), answer KL, answer NLL increase, score change, score.",
     queries=("strategy_quality",),
     chart=chart,
     needs=("quality", "policies"),
-    hint=EVAL_HINT.replace("Keep-sets come", "Quality rows come").replace(
-        "`kvw keep` (or the `evaluate/longbench` deployment, which writes them before it decodes)",
-        "`prefect deployment run evaluate/longbench`",
-    ),
+    prepare=prepare,
+    hint="Quality rows come from the evaluation: `prefect deployment run evaluate/longbench` (one prefill "
+    "per sample, every policy decoded on a compacted copy); then rebuild the reports.",
 )

@@ -160,9 +160,8 @@ def _run(model, tokenizer, prefix, keeps, sample, stops, answer, reference: Refe
                 one = decode_batch.select(along, [i])
                 _force(model, one, out[row].tokens, lambda r, lp: setattr(out[r], "continuation_logprobs", lp))
         else:
-            ref = reference.continuation_logprobs
-            _force(model, along, reference.continuation,
-                   lambda r, lp: setattr(out[r], "kl_continuation", decode.mean_kl(ref, lp)))  # fmt: skip
+            _force(model, along, reference.continuation, lambda r, lp: setattr(
+                out[r], "kl_continuation", decode.mean_kl(reference.continuation_logprobs, lp)))  # fmt: skip
         if not answer:
             continue
 

@@ -51,8 +51,10 @@ def load(con, run_id: str | None = None, task: str | None = None, setting: str |
 def bootstrap_ci(
     values: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
 ) -> tuple[float, float] | tuple[None, None]:
-    """Percentile bootstrap interval of the mean: `resamples` means of n values drawn with replacement."""
-    x = np.asarray(values, dtype=np.float64)
+    """Percentile bootstrap interval of the mean: `resamples` means of n values drawn with replacement.
+
+    The values are sorted first, so the interval does not depend on the order rows arrive in."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
     if x.size == 0:
         return None, None
     rng = np.random.default_rng(seed)
@@ -127,3 +129,22 @@ def markdown(summary: Sequence[dict], measure: str, keys: Sequence[str] = ("sett
         lines.append(f"| {' | '.join(cells)} | {r['n']} | {_num(r['mean'], spec)} | "
                      f"[{_num(r['lo'], spec)}, {_num(r['hi'], spec)}] | {null} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, tied values sharing their average rank (as Spearman's rho needs)."""
+    ranks = np.empty(len(x))
+    ranks[np.argsort(x, kind="mergesort")] = np.arange(1, len(x) + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of paired values; None with fewer than 3 pairs or a constant side."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 3:
+        return None
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])

@@ -23,7 +23,8 @@ def served(prefect_server, small_warehouse, tmp_path_factory):
         yield env, base
 
 
-PARAMS = ("policies=sink_recent,knorm", "budgets=[64]", "tasks=trec", "limit=1", "max_new_tokens=3")
+PARAMS = ("policies=sink_recent,knorm", "budgets=[64]", "setting=question_aware", "tasks=trec", "limit=1",
+          "max_new_tokens=3")  # the default sweep (5 budgets x both settings) is larger than a test needs
 
 
 def quality_files(base):

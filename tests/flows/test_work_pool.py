@@ -217,7 +217,8 @@ def warehouse_copy(small_warehouse, tmp_path):
 def test_evaluate_on_two_workers_writes_the_same_quality_as_one_process(pool, warehouse_copy):
     env, _, _ = pool
     base = warehouse_copy
-    args = ("policies='sink_recent,knorm', budgets=[64], tasks='trec,qasper', limit=1, max_new_tokens=3, "
+    args = ("policies='sink_recent,knorm', budgets=[64], setting='question_aware', tasks='trec,qasper', limit=1, "
+            "max_new_tokens=3, "
             f"data_dir={str(FIXTURE_LONGBENCH)!r}")  # fmt: skip
     local = flow_call(dict(env, OMP_NUM_THREADS="1"), "evaluate", f"{args}, output={str(base / 'local')!r}")
     pooled = flow_call(env, "evaluate", f"{args}, output={str(base / 'pool')!r}, work_pool={POOL!r}, shard_size=1")

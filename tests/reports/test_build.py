@@ -62,16 +62,20 @@ def test_eviction_pattern_sql_on_literal_keep_sets(report_warehouse):
 
 
 def test_strategy_quality_sql_on_literal_quality(report_warehouse):
+    """Per-sample rows of quality_samples (report 13 aggregates them with warehouse.quality_stats)."""
     con = duckdb.connect(str(report_warehouse["db"]), read_only=True)
     rows = fetch(con, "strategy_quality", {"run_id": report_warehouse["run_id"]}).to_pylist()
-    overall = {(r["policy_id"], r["setting"]): r for r in rows if r["task"] == "(all tasks)"}
-    assert len(overall) == (len(POLICIES) + 1) * 2 and len(rows) == (len(POLICIES) + 1) * 2 * 4  # 3 tasks + all
-    full = overall[("full", "question_aware")]
-    assert full["policy"] == "full cache" and full["kept_share"] == 1 and full["score"] == pytest.approx(25)
-    first = overall[(POLICIES[0][0], "question_aware")]
-    assert first["samples"] == 3 and first["score"] == pytest.approx((10 + 20 + 30) / 3)
-    assert first["score_change"] == pytest.approx(-5) and first["kl"] == pytest.approx(0.05)
-    assert first["memory_saved"] == pytest.approx(0.75, abs=0.01) and first["policy"] == "sink_recent"
+    assert len(rows) == 3 * len(POLICIES) * 2  # samples x policies x settings
+    first = [r for r in rows if r["policy_id"] == POLICIES[0][0]]
+    aware = [r for r in first if r["setting"] == "question_aware"]
+    assert sorted(r["score"] for r in aware) == [10, 20, 30] and {r["score_change"] for r in aware} == {-5}
+    # 4 answer tokens; in question_aware the first is the full prefill's under every policy: KL over the other 3
+    assert {r["kl"] for r in aware} == {pytest.approx(0.05 * 4 / 3)}
+    assert {r["kl"] for r in first if r["setting"] == "question_agnostic"} == {pytest.approx(0.05)}
+    assert all(r["kl_continuation"] is None and r["continuation_null_reason"].startswith("not measured") for r in rows)
+    assert all(r["memory_saved"] == pytest.approx(0.75, abs=0.01) and r["policy"] == "sink_recent" for r in first)
+    labels = {r["label"] for r in rows}  # two sink_recent variants told apart, one knorm variant named alone
+    assert len(labels) == 3 and "knorm" in labels and all("recent_tokens=" in x for x in labels - {"knorm"})
 
 
 def test_empty_tables_get_a_no_data_page_naming_them(small_warehouse, tmp_path):

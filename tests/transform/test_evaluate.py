@@ -73,6 +73,7 @@ def test_quality_rows(evaluated, small_warehouse):
         assert r["kv_bytes_full"] == 2 * 30 * 3 * n * 64 * 4  # K and V, float32
         assert r["kv_bytes_kept"] == 2 * 30 * 3 * r["kept_tokens"] * 64 * 4
         assert 1 <= r["new_tokens"] <= 4 and r["answer_tokens"] >= 1 and r["kl"] >= 0
+        assert 1 <= r["continuation_tokens"] <= 4 and r["kl_continuation"] >= 0
         assert r["budget"] == 0.25 and r["decode_seconds"] > 0 and r["prefill_seconds"] > 0
     aware = [r for r in rows if r["setting"] == "question_aware"]
     assert {r["kept_tokens"] for r in aware} == {128}  # 0.25 x 512
@@ -123,18 +124,22 @@ def test_views_answer_the_common_questions(evaluated):
 
 
 def test_compare_command(evaluated, capsys, tmp_path):
+    """kvw compare on real quality rows: the continuation KL (defined for every sample) by default."""
     db = str(evaluated["db"])
     assert main(["compare", "knorm", "sink_recent", "--db", db, "--setting", "question_aware"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:5] == ["task", "setting", "budget", "knorm(sink_tokens=4)", "sink_recent"]
-    assert [line.split()[:3] for line in out[2:]] == [
-        ["trec", "question_aware", "0.25"],
-        ["ALL", "question_aware", "0.25"],
-    ]
+    assert out[0].startswith("kl_continuation: ") and out[1].split()[:4] == ["scope", "setting", "policy", "budget"]
+    rows = [[c.strip() for c in line.split("  ") if c.strip()] for line in out[3:]]
+    # trec: every task pooled, then its category; one line per policy at its one budget; n = the one sample
+    assert sorted((r[0], r[2], r[3], r[5]) for r in rows) == [
+        ("(all tasks)", "knorm", "0.25", "1"), ("(all tasks)", "sink_recent", "0.25", "1"),
+        ("few-shot", "knorm", "0.25", "1"), ("few-shot", "sink_recent", "0.25", "1"),
+    ]  # fmt: skip
+    assert all(r[6] == "NULL" or float(r[6]) >= 0 for r in rows)  # NULL: a one-token greedy answer
     page = tmp_path / "cmp.html"
     assert main(["compare", "knorm", "sink_recent", "--db", db, "--plot", str(page)]) == 0
     text = page.read_text()
-    assert "vegaEmbed" in text and "knorm(sink_tokens=4)" in text and "cdn.jsdelivr" not in text
+    assert "vegaEmbed" in text and "sink_recent" in text and "cdn.jsdelivr" not in text
     assert main(["compare", "h2o", "--db", db]) == 2
     assert "no quality rows for ['h2o']; evaluated policies: knorm, sink_recent" in capsys.readouterr().err
 
@@ -146,6 +151,7 @@ def test_keep_all_policy_reproduces_the_full_cache(small_warehouse, tmp_path):
     (r,) = quality(store)
     assert outcomes[0].evaluated == 1 and r["kept_tokens"] == r["n_tokens"]
     assert r["prediction"] == r["prediction_full"] and r["kl"] == 0.0 and r["answer_nll"] == r["answer_nll_full"]
+    assert r["kl_continuation"] == 0.0 and r["continuation_tokens"] == r["new_tokens"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,70 @@
+"""`kvw compare` on a literal warehouse (no model): policies chosen by name, label or id; n, mean and the
+bootstrap interval printed per scope, setting, label and budget are warehouse.quality_stats'; NULLs printed as
+NULL with their reason; bad input named; --plot writes report 13's chart offline."""
+
+import numpy as np
+import pytest
+
+from flows.cli import main
+from tests.reports.test_strategy_comparison import BUDGETS, write_literal
+from warehouse import catalog, quality_stats
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    return str(catalog.build(write_literal(root), root / "kv.duckdb"))
+
+
+def lines_of(out: str) -> list[list[str]]:
+    return [line.split("  ") for line in out.splitlines()[3:]]
+
+
+def test_compare_prints_n_mean_and_interval(db, capsys):
+    assert main(["compare", "knorm", "--db", db, "--setting", "question_agnostic"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("kl_continuation: KL(full ‖ evicted) along the full cache's own greedy answer")
+    rows = [[c.strip() for c in line if c.strip()] for line in lines_of(out)]
+    assert {r[2] for r in rows} == {"knorm(sink_tokens=0)", "knorm(sink_tokens=4)"}, "variants, never the name alone"
+    assert {r[0] for r in rows} == {"(all tasks)", "single-doc QA", "multi-doc QA", "few-shot", "code"}
+    assert len(rows) == 5 * 2 * len(BUDGETS)
+    con = catalog.connect(db)
+    want = quality_stats.summarize(quality_stats.load(con, setting="question_agnostic"), ("label", "budget"),
+                                   ("kl_continuation",))  # fmt: skip
+    con.close()
+    pooled = {(r[2], float(r[3])): r for r in rows if r[0] == "(all tasks)"}
+    for w in want:
+        if w["label"].startswith("knorm"):
+            got = pooled[w["label"], w["budget"]]
+            assert got[5] == str(w["n"]) == "8" and float(got[6]) == pytest.approx(w["mean"], abs=5e-5)
+            lo, hi = (float(x) for x in got[7].strip("[]").split(", "))
+            assert (lo, hi) == (pytest.approx(w["lo"], abs=5e-5), pytest.approx(w["hi"], abs=5e-5))
+    # the interval really is a bootstrap of the 8 sample values, not a formula
+    assert np.mean([float(r[6]) for r in pooled.values()]) > 0
+
+
+def test_nulls_are_printed_as_null_with_a_reason(db, capsys):
+    assert main(["compare", "sink_recent", "--db", db, "--measure", "kl", "--setting", "question_aware",
+                 "--by", "task"]) == 0  # fmt: skip
+    rows = [[c.strip() for c in line if c.strip()] for line in lines_of(capsys.readouterr().out)]
+    trec = [r for r in rows if r[0] == "trec"]
+    assert trec and all(r[5:] == ["0", "NULL", "[NULL, NULL]", "3 (one-token answer)"] for r in trec)
+    pooled = [r for r in rows if r[0] == "(all tasks)"]
+    assert all(r[5] == "5" and r[8].startswith("3 (") for r in pooled), "pooled n skips the NULLs"
+
+
+def test_choose_by_label_or_id_and_bad_input(db, capsys, tmp_path):
+    assert main(["compare", "knorm(sink_tokens=4)", "p0-0.1", "--db", db]) == 0
+    rows = [[c.strip() for c in line if c.strip()] for line in lines_of(capsys.readouterr().out)]
+    assert {(r[2], r[3]) for r in rows} >= {("knorm(sink_tokens=4)", "0.7"), ("sink_recent", "0.1")}
+    assert {r[2] for r in rows} == {"knorm(sink_tokens=4)", "sink_recent"}
+    assert main(["compare", "h2o", "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert "no quality rows for ['h2o']; evaluated policies: knorm(sink_tokens=0), knorm(sink_tokens=4)" in err
+    page = tmp_path / "cmp.html"
+    assert main(["compare", "knorm", "sink_recent", "--db", db, "--plot", str(page), "--measure", "all"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("bootstrap 95% interval") == len(quality_stats.MEASURES)
+    text = page.read_text()
+    assert "vegaEmbed" in text and "knorm(sink_tokens=4)" in text and "cdn.jsdelivr" not in text
+    assert "sink_recent_uniform" not in text, "only the chosen policies are drawn"
