@@ -120,12 +120,18 @@ def check_keep_mass(wh, rows):
     assert all(0 < r[3] <= 1 for r in rows)
 
 
+def literal_kl(j: int, setting: str) -> float:
+    """The literal rows' KL (0.05 (j + 1) over 4 answer tokens) as quality_samples reads it: in question_aware
+    the first token is the full prefill's under every policy, so the mean is over the other 3."""
+    return round(0.05 * (j + 1) * (4 / 3 if setting == "question_aware" else 1), 4)
+
+
 def check_quality_scores(wh, rows):
     i_of = {r["task"]: i for i, r in enumerate(wh["refs"])}
     assert len(rows) == len(i_of) * 2 * len(POLICIES)
-    for task, _, policy, budget, score, full, kl, _ in rows:
+    for task, setting, policy, budget, score, full, kl, _ in rows:
         j = literal_j(policy, budget)
-        assert (score, full, kl) == (10 * (i_of[task] + 1) + j, 10 * (i_of[task] + 1) + 5, round(0.05 * (j + 1), 4))
+        assert (score, full, kl) == (10 * (i_of[task] + 1) + j, 10 * (i_of[task] + 1) + 5, literal_kl(j, setting))
 
 
 def check_quality_best(wh, rows):
@@ -136,9 +142,9 @@ def check_quality_best(wh, rows):
 
 def check_quality_memory(wh, rows):
     assert len(rows) == 2 * len(POLICIES)
-    for policy, budget, _, _, saved, drop, kl in rows:
+    for policy, budget, setting, _, saved, drop, kl in rows:
         j = literal_j(policy, budget)
-        assert drop == 5 - j and kl == round(0.05 * (j + 1), 4)
+        assert drop == 5 - j and kl == literal_kl(j, setting)
         assert saved == pytest.approx(0.75 if j % 2 == 0 else 0.5, abs=0.01)
 
 

@@ -310,9 +310,10 @@ def summary_markdown(store: Store, p: Plan, outcomes: Sequence[SampleOutcome], d
     try:
         rows = con.execute(
             """
-            SELECT q.policy_id, q.setting, count(*), avg(q.score), avg(q.score_full), avg(q.kl),
-                   avg(q.kept_tokens / q.n_tokens), sum(q.kv_bytes_full - q.kv_bytes_kept)
-            FROM quality AS q
+            SELECT q.policy_id, q.setting, count(*), avg(q.score), avg(q.score_full), avg(q.kl_continuation),
+                   count(q.kl_continuation), avg(q.kl), count(q.kl), avg(q.kept_share),
+                   sum(q.kv_bytes_full - q.kv_bytes_kept)
+            FROM quality_samples AS q  -- the one definition of each measure (NULL where undefined, skipped here)
             WHERE q.run_id = ? AND list_contains(?::VARCHAR[], q.sample_id) AND list_contains(?::VARCHAR[], q.policy_id)
             GROUP BY ALL ORDER BY 2, 1
             """,
@@ -334,13 +335,15 @@ def summary_markdown(store: Store, p: Plan, outcomes: Sequence[SampleOutcome], d
         f"| wall time | {seconds:.1f} s |",
         f"| DuckDB catalog | `{db}` |",
         "",
-        "| policy | setting | samples | score | score (full cache) | KL(full‖evicted) | kept | K/V bytes saved |",
-        "|---|---|---|---|---|---|---|---|",
+        "| policy | setting | samples | score | score (full cache) | continuation KL (n) | answer KL (n) | kept "
+        "| K/V bytes saved |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for pid, setting, n, score, full, kl, kept, saved in rows:
-        kl_text = "" if kl is None else f"{kl:.4f}"
+    for pid, setting, n, score, full, ckl, n_ckl, kl, n_kl, kept, saved in rows:
+        ckl_text = "NULL" if ckl is None else f"{ckl:.4f} ({n_ckl})"
+        kl_text = "NULL" if kl is None else f"{kl:.4f} ({n_kl})"
         lines.append(
-            f"| {labels.get(pid, pid)} | {setting} | {n} | {score:.1f} | {full:.1f} | {kl_text} | "
+            f"| {labels.get(pid, pid)} | {setting} | {n} | {score:.1f} | {full:.1f} | {ckl_text} | {kl_text} | "
             f"{kept:.0%} | {saved / 2**20:,.1f} MiB |"
         )
     if p.notes:

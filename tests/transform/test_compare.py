@@ -2,6 +2,8 @@
 bootstrap interval printed per scope, setting, label and budget are warehouse.quality_stats'; NULLs printed as
 NULL with their reason; bad input named; --plot writes report 13's chart offline."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,22 @@ def test_choose_by_label_or_id_and_bad_input(db, capsys, tmp_path):
     text = page.read_text()
     assert "vegaEmbed" in text and "knorm(sink_tokens=4)" in text and "cdn.jsdelivr" not in text
     assert "sink_recent_uniform" not in text, "only the chosen policies are drawn"
+
+
+def test_evaluate_summary_reads_the_same_view(db, tmp_path):
+    """The flow's summary artifact: per policy and setting, both KLs with their n (NULLs skipped, not zeros)."""
+    from types import SimpleNamespace
+
+    from tests.reports.test_strategy_comparison import TASKS, policy_id
+    from transform.evaluate_run import summary_markdown
+    from warehouse.store import Store
+
+    store = Store(Path(db).parent / "data")
+    pols = [SimpleNamespace(policy_id=policy_id(0, 0.1), label=lambda: "sink_recent(budget=0.1)", name="sink_recent")]
+    samples = [SimpleNamespace(sample_id=f"{t}-{i}") for t, n in TASKS.items() for i in range(n)]
+    plan = SimpleNamespace(run=SimpleNamespace(model="m", run_id="lit-run"), samples=samples, policies=pols,
+                           settings=["question_aware", "question_agnostic"], notes=[])  # fmt: skip
+    text = summary_markdown(store, plan, [], db, 1.0)
+    aware = next(line for line in text.splitlines() if line.startswith("| sink_recent(budget=0.1) | question_aware"))
+    cells = [c.strip() for c in aware.split("|")]
+    assert cells[3] == "8" and cells[6].endswith("(8)") and cells[7].endswith("(5)"), aware  # trec's 3 are NULL
