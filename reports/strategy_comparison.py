@@ -79,7 +79,13 @@ def chart(data: Data) -> alt.TopLevelMixin:
     labels = sorted({x for x in s.column("label").to_pylist() if x and x != FULL})
     pick = alt.selection_point(fields=["label"], bind="legend", name="policy")
     base = alt.Chart(s).transform_filter(f"{equals('setting', setting)} && {equals('measure', measure)}")
-    x = alt.X("kept_share:Q", title="share of the cache kept", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
+    kept = [v for v in s.column("kept_share").to_pylist() if v is not None] or [0.0]
+    x = alt.X(
+        "kept_share:Q",
+        title="share of the cache kept (100%: the full cache)",
+        axis=alt.Axis(format="%"),
+        scale=alt.Scale(domain=[max(0.0, min(kept) - 0.03), 1.0]),
+    )  # fixed: no panel's extent can be empty
     color = alt.Color("label:N", title="policy (click to isolate)", scale=alt.Scale(domain=labels))
     dash = alt.StrokeDash("label:N", title="policy (click to isolate)", scale=alt.Scale(domain=labels))
     seen = alt.condition(pick, alt.value(1.0), alt.value(0.12))

@@ -28,7 +28,7 @@ def policy_id(v: int, budget: float) -> str:
     return f"p{v}-{budget}"
 
 
-def write_literal(root) -> Store:
+def write_literal(root, continuation: bool = True) -> Store:
     """Policies x budgets, samples, and quality rows whose KL falls with the budget; trec's reference answers
     are one token (NULL in question_aware); sink_recent and sink_recent_uniform have equal values."""
     store = Store(root / "data")
@@ -51,7 +51,8 @@ def write_literal(root) -> Store:
                         rows.append({**RUN, "task": task, "sample_id": sample, "policy_id": policy_id(v, b),
                                      "setting": setting, "budget": b, "metric": "qa_f1", "score": 0.0,
                                      "score_full": 0.0, "answer_nll": 2.0, "answer_nll_full": 1.0, "kl": kl,
-                                     "kl_continuation": kl, "continuation_tokens": 6,
+                                     "kl_continuation": kl if continuation else None,
+                                     "continuation_tokens": 6 if continuation else None,
                                      "answer_tokens": 1 if task == "trec" else 5, "kept_tokens": int(1000 * b),
                                      "n_tokens": 1000, "kv_bytes_kept": int(1000 * b), "kv_bytes_full": 1000,
                                      "evaluated_at": NOW})  # fmt: skip
@@ -59,7 +60,8 @@ def write_literal(root) -> Store:
             if r["policy_id"].startswith("p1-"):
                 twin = next(x for x in rows if x["sample_id"] == r["sample_id"] and x["setting"] == r["setting"]
                             and x["policy_id"] == policy_id(0, r["budget"]))  # fmt: skip
-                r["kl"] = r["kl_continuation"] = twin["kl"]
+                r["kl"] = twin["kl"]
+                r["kl_continuation"] = twin["kl_continuation"]
         store.write("quality", pa.Table.from_pylist(rows, schema=TABLES["quality"].schema), f"q-{task}")
     return store
 
@@ -158,5 +160,23 @@ def test_page_draws_in_chromium_and_every_measure_redraws(literal, tmp_path):
             texts = page.evaluate("Array.from(document.querySelectorAll('#vis svg text')).map((t) => t.textContent)")
             assert "NULL" in texts and page.errors == [], "question_aware trec: one-token answers drawn as NULL"
             page.screenshot(tmp_path / "strategy.png")
+        finally:
+            browser.close_page(page)
+
+
+@pytest.mark.browser
+def test_a_measure_null_everywhere_draws_null_without_warnings(tmp_path):
+    """Quality rows written before kl_continuation existed: the default measure is NULL in every panel."""
+    store = write_literal(tmp_path, continuation=False)
+    db = catalog.build(store, tmp_path / "kv.duckdb")
+    (built,) = build.build_all(db, tmp_path / "out", only=["strategy_comparison"])
+    assert built.status == "ok"
+    with Browser() as browser:
+        page = browser.open(built.path)
+        try:
+            assert page.state == "done" and page.errors == [] and page.warnings == []
+            texts = page.evaluate("Array.from(document.querySelectorAll('#vis svg text')).map((t) => t.textContent)")
+            assert texts.count("NULL") >= 5 * len(BUDGETS), "every budget of every panel says NULL"
+            assert any(t.startswith("n = 8 samples · NULL for 8: not measured") for t in texts)
         finally:
             browser.close_page(page)
