@@ -145,8 +145,10 @@ def report_warehouse(small_warehouse, tmp_path_factory):
     refs = [dict(zip(cols.split(", "), r, strict=True)) for r in con.execute(f"SELECT {cols} FROM samples").fetchall()]
     con.close()
     write_eviction_tables(store, refs)
-    demo = run_demo(store, cfg=DemoConfig(new_tokens=6, answer_tokens=3, timing_lengths=(32, 64, 128), timing_repeats=2,
-                                          head_tokens=256))  # short timing and head texts: tests stay fast
+    demo = run_demo(
+        store,
+        cfg=DemoConfig(new_tokens=6, answer_tokens=3, timing_lengths=(32, 64, 128), timing_repeats=2, head_tokens=256),
+    )  # short timing and head texts: tests stay fast
     db = catalog.build(store, base / "kv.duckdb")
     return {"store": store, "db": db, "root": base, "run_id": small_warehouse["run_id"], "hostile": hostile,
             "refs": refs, "demo": demo}  # fmt: skip
@@ -159,3 +161,44 @@ def built_reports(report_warehouse, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("reports-out")
     return out, build_all(report_warehouse["db"], out)
+
+
+SECOND_RUN_TOKENS = 256  # the second run of two_run_warehouse: the same model at a shorter prompt budget
+
+
+@pytest.fixture(scope="session")
+def two_run_warehouse(report_warehouse, small_warehouse, tmp_path_factory):
+    """report_warehouse plus a second real extraction run (2 samples at 256 tokens, no raw K/V) with literal
+    quality rows but no keep-sets: pages over samples and quality offer two runs, the rest one."""
+    from extract.run import make_run_id, plan, process_sample, write_run
+    from extract.sample import StatsConfig
+
+    base = tmp_path_factory.mktemp("two-run-warehouse")
+    shutil.copytree(report_warehouse["store"].root, base / "data")
+    store = Store(base / "data")
+    smol, lb, cfg = small_warehouse["loaded"], small_warehouse["lb"], StatsConfig()
+    run_id = make_run_id(smol, SECOND_RUN_TOKENS, cfg)
+    started = datetime.now(UTC)
+    for sample in plan(lb, ["qasper", "trec"], 1).samples:
+        process_sample(store, smol, lb, sample, run_id, SECOND_RUN_TOKENS, cfg)
+    write_run(store, smol, run_id, {"max_tokens": SECOND_RUN_TOKENS, "test": True}, started, 0.0)
+    db = catalog.build(store, base / "kv.duckdb")
+    con = duckdb.connect(str(db), read_only=True)
+    cols = "run_id, model, task, sample_id, n_tokens"
+    refs = [dict(zip(cols.split(", "), r, strict=True))
+            for r in con.execute(f"SELECT {cols} FROM samples WHERE run_id = ?", [run_id]).fetchall()]  # fmt: skip
+    con.close()
+    for i, ref in enumerate(refs):
+        store.write("quality", pa.Table.from_pylist(quality_rows(ref, i), schema=TABLES["quality"].schema),
+                    ref["sample_id"])  # fmt: skip
+    db = catalog.build(store, base / "kv.duckdb")
+    return {**report_warehouse, "store": store, "db": db, "root": base, "second_run": run_id, "second_refs": refs}
+
+
+@pytest.fixture(scope="session")
+def built_two_runs(two_run_warehouse, tmp_path_factory):
+    """Every report built from two_run_warehouse: (out folder, list of Built)."""
+    from reports.build import build_all
+
+    out = tmp_path_factory.mktemp("reports-two-runs")
+    return out, build_all(two_run_warehouse["db"], out)

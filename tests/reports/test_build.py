@@ -13,14 +13,14 @@ from flows.cli import main
 from reports import build, html
 from reports.base import Report, ReportError, fetch
 from reports.registry import REPORTS
-from tests.reports.conftest import KEEP_POLICIES, POLICIES
+from tests.reports.conftest import KEEP_POLICIES, POLICIES, SECOND_RUN_TOKENS
 
 MAX_BYTES = 3_000_000
 
 
-def test_registry_has_the_15_reports_of_the_briefs():
+def test_registry_has_the_reports_of_the_briefs():
     names = [r.name for r in REPORTS]
-    assert len(names) == len(set(names)) == 15
+    assert len(names) == len(set(names)) >= 16 and "cross_run" in names
     for figure in ("kv_cache_layers", "kv_cache_statistics", "kv_value_distribution", "kv_pca_by_position",
                    "head_specialization", "kv_quantization_error", "low_importance_tokens",
                    "token_importance_comparison", "token_magnitude_distributions", "token_magnitudes",
@@ -31,8 +31,10 @@ def test_registry_has_the_15_reports_of_the_briefs():
 def test_every_report_builds_offline_and_small(built_reports):
     out, built = built_reports
     assert [b.name for b in built] == [r.name for r in REPORTS]
-    assert {b.name: b.status for b in built} == {r.name: "ok" for r in REPORTS}
-    for b in built:
+    one_run = {r.name for r in REPORTS if r.min_runs > 1}  # cross_run: this warehouse has one extraction run
+    assert {b.name: b.status for b in built} == {r.name: "no data" if r.name in one_run else "ok" for r in REPORTS}
+    assert "needs 2 runs in samples; the warehouse holds 1" in (out / "cross_run.html").read_text()
+    for b in (b for b in built if b.name not in one_run):
         page = b.path.read_text()
         assert b.size_bytes == b.path.stat().st_size < MAX_BYTES, b.name
         assert not re.search(r"""(src|href)=["']?https?:""", page), b.name
@@ -70,7 +72,7 @@ def test_strategy_quality_sql_on_literal_quality(report_warehouse):
     aware = [r for r in first if r["setting"] == "question_aware"]
     assert sorted(r["score"] for r in aware) == [10, 20, 30] and {r["score_change"] for r in aware} == {-5}
     # 4 answer tokens; in question_aware the first is the full prefill's under every policy: KL over the other 3
-    assert {r["kl"] for r in aware} == {pytest.approx(0.05 * 4 / 3)}
+    assert aware and all(r["kl"] == pytest.approx(0.05 * 4 / 3) for r in aware)
     assert {r["kl"] for r in first if r["setting"] == "question_agnostic"} == {pytest.approx(0.05)}
     assert all(r["kl_continuation"] is None and r["continuation_null_reason"].startswith("not measured") for r in rows)
     assert all(r["memory_saved"] == pytest.approx(0.75, abs=0.01) and r["policy"] == "sink_recent" for r in first)
@@ -140,3 +142,169 @@ def test_pca_projection_matches_numpy_svd():
                     "k": x.tolist(), "v": (2 * x).tolist()})  # fmt: skip
     out = prepare({"kv_layer_vectors": vec})
     assert out["points"].num_rows == 80 and out["shares"].num_rows == 2
+
+
+def _run_options(page: str) -> list[tuple[str, str]]:
+    """(file, label) of each option of the page's run selector."""
+    nav = re.search(r'<select id="run-select"[^>]*>(.*?)</select>', page, re.S)
+    return re.findall(r'<option value="([^"]+)"[^>]*>([^<]*)</option>', nav.group(1)) if nav else []
+
+
+def test_every_page_of_a_two_run_warehouse_offers_both_runs(built_two_runs, two_run_warehouse):
+    """Each report whose data holds both runs is built once per run; each of its pages links the other."""
+    out, built = built_two_runs
+    first, second = two_run_warehouse["run_id"], two_run_warehouse["second_run"]
+    con = duckdb.connect(str(two_run_warehouse["db"]), read_only=True)
+    by_name = {b.name: b for b in built}
+    offered = 0
+    for r in REPORTS:
+        b = by_name[r.name]
+        table = r.needs[0]
+        held = build.page_runs(con, table, None) if r.per_run else [None]
+        pages = [b, *b.others]
+        assert len(pages) == len(held) and [p.run_id for p in pages][1:] == held[1:], r.name
+        for p in pages:
+            options = _run_options(p.path.read_text())
+            if len(held) > 1:
+                assert [f for f, _ in options] == [q.path.name for q in pages], r.name
+                assert any(first in lab for _, lab in options) and any(second in lab for _, lab in options), r.name
+                offered += 1
+            else:
+                assert options == [], r.name  # one run: no dead selector
+    # samples- and quality-based pages offer both runs; rankings (run 1 only) and the demo run do not
+    assert offered >= 2 * 10
+    assert not by_name["eviction_patterns"].others and len(by_name["strategy_comparison"].others) == 1
+    assert by_name["kv_cache_layers"].others[0].status == "no data"  # the second run stored no raw K/V
+    assert "<code>kv</code> have no rows for this run" in by_name["kv_cache_layers"].others[0].path.read_text()
+    assert by_name["token_magnitudes"].others[0].status == "ok"
+    assert by_name["token_magnitudes"].others[0].path.name.startswith("token_magnitudes--")
+    assert (
+        by_name["token_magnitudes"].path.name == "token_magnitudes.html" and by_name["token_magnitudes"].run_id == first
+    )
+    # each run's page draws its own run: the meta line names it
+    assert f"run {second}" in by_name["token_magnitudes"].others[0].path.read_text()
+    assert f"run {first}" in by_name["token_magnitudes"].path.read_text()
+    con.close()
+
+
+def test_cross_run_draws_both_runs_side_by_side(built_two_runs, two_run_warehouse):
+    out, built = built_two_runs
+    b = next(b for b in built if b.name == "cross_run")
+    assert b.status == "ok" and not b.others
+    page = b.path.read_text()
+    spec = json.loads(re.search(r'id="spec">(.*?)</script>', page, re.S).group(1))
+    rows = [row for data in spec["datasets"].values() for row in data]
+    runs = {r["run_id"]: r for r in rows if "label" in r}
+    first, second = two_run_warehouse["run_id"], two_run_warehouse["second_run"]
+    assert runs[first]["rank"] == 1 and runs[second]["rank"] == 2  # 3 samples before 2
+    assert runs[first]["has_quality"] and runs[second]["has_quality"]
+    magnitudes = [r for r in rows if "norm" in r and "lowest_head" in r]
+    assert {(r["run_id"], r["tensor"]) for r in magnitudes} == {
+        (x, t) for x in (first, second) for t in ("key", "value")
+    }
+    assert len({r["layer"] for r in magnitudes}) == 30
+    # the mean key norm of layer 0 of each run, against DuckDB over the run's token_stats
+    con = duckdb.connect(str(two_run_warehouse["db"]), read_only=True)
+    for run in (first, second):
+        (want,) = con.execute(
+            "SELECT avg(k) FROM (SELECT avg(key_norm) AS k FROM token_stats WHERE run_id = ? AND layer = 0 "
+            "GROUP BY kv_head)", [run]).fetchone()  # fmt: skip
+        got = next(r["norm"] for r in magnitudes if r["run_id"] == run and r["layer"] == 0 and r["tensor"] == "key")
+        assert got == pytest.approx(want, rel=1e-3)
+    kl = [r for r in rows if "kept_share" in r and "kl" in r]
+    assert {r["run_id"] for r in kl} == {first, second}
+    sr = next(
+        r for r in kl if r["run_id"] == second and r["budget"] == POLICIES[0][3] and r["setting"] == "question_aware"
+    )
+    assert sr["kl"] == pytest.approx(0.05) and sr["samples"] == 2
+    # exactly two runs: both shown as text, no selector to operate
+    params = {p["name"]: p for p in spec["params"]}
+    assert params["run_a"]["value"] == first and params["run_b"]["value"] == second
+    assert params["run_a"]["bind"]["input"] == "hidden" and "left run: " + first in params["run_a"]["bind"]["name"]
+
+
+def test_index_says_what_the_pages_were_built_on(built_two_runs, two_run_warehouse):
+    out, built = built_two_runs
+    index = (out / "index.html").read_text()
+    section = index[index.index('<section id="provenance">') :]
+    first, second = two_run_warehouse["run_id"], two_run_warehouse["second_run"]
+    con = duckdb.connect(str(two_run_warehouse["db"]), read_only=True)
+    for run in (first, second):
+        n, trunc, lo, hi = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE truncated), min(n_tokens), max(n_tokens) FROM samples "
+            "WHERE run_id = ?", [run]).fetchone()  # fmt: skip
+        row = re.search(rf"<tr><td>{run}</td>(.*?)</tr>", section).group(1)  # the runs table comes first
+        cols = ("model", "dtype", "device", "attn_impl", "max_tokens", "window", "samples", "tasks", "truncated",
+                "min_tokens", "median_tokens", "longest", "finished")  # fmt: skip
+        got = dict(zip(cols, [c.replace(",", "") for c in re.findall(r"<td[^>]*>([^<]*)</td>", row)], strict=True))
+        assert "SmolLM2" in got["model"] and got["max_tokens"] == str(512 if run == first else SECOND_RUN_TOKENS)
+        assert (got["samples"], got["truncated"], got["min_tokens"], got["longest"]) == tuple(
+            map(str, (n, trunc, lo, hi))
+        )
+    assert "Samples per task" in section and "<td>qasper</td>" in section
+    assert "Evaluations (quality rows)" in section and "<td>sink_recent</td>" in section and "<td>knorm</td>" in section
+    assert "question_agnostic, question_aware" in section
+    assert "Demo runs" in section and two_run_warehouse["demo"].run_id in section
+    # the pages of the other run are linked from the index
+    tm = next(b for b in built if b.name == "token_magnitudes")
+    assert f'href="{tm.others[0].path.name}"' in index
+    con.close()
+
+
+def test_every_page_says_how_to_read_it(built_reports):
+    from reports.glossary import about
+
+    out, built = built_reports
+    for b in built:
+        r = next(r for r in REPORTS if r.name == b.name)
+        text = about(r)
+        assert text.paragraphs, f"{r.name}: its module needs a docstring saying how to read the page"
+        if b.status == "ok":
+            page = b.path.read_text()
+            assert '<details class="about"' in page and html.escape(text.paragraphs[-1]) in page, r.name
+    page = (out / "kv_cache_statistics.html").read_text()
+    assert "sparsity threshold" in page and "truncation" in page
+    assert "quantization grouping" in (out / "kv_quantization_error.html").read_text()
+    assert "observation window" in (out / "token_magnitudes.html").read_text()
+
+
+def test_glossary_numbers_match_the_extraction_defaults():
+    from extract import stats
+    from extract.sample import StatsConfig
+    from reports.glossary import GLOSSARY
+
+    text = {term: d for term, _, d in GLOSSARY}
+    assert f"{stats.SPARSITY_REL:.0%} of that head's RMS" in text["sparsity threshold"]
+    assert f"{StatsConfig().window} by default" in text["attention received, observation window"]
+    assert "±127" in text["quantization grouping"] and "±7" in text["quantization grouping"]
+
+
+def _specs(node):
+    """Every unit spec (a dict with a mark) inside a Vega-Lite spec."""
+    if isinstance(node, dict):
+        if "mark" in node:
+            yield node
+        for v in node.values():
+            yield from _specs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _specs(v)
+
+
+def test_every_heatmap_has_a_colour_legend_and_no_selector_is_dead(built_reports):
+    """A rect whose colour encodes a number says what the colour means; no <select> offers a single option."""
+    out, built = built_reports
+    heatmaps = 0
+    for b in (b for b in built if b.status == "ok"):
+        spec = json.loads(re.search(r'id="spec">(.*?)</script>', b.path.read_text(), re.S).group(1))
+        for unit in _specs(spec):
+            mark = unit["mark"]["type"] if isinstance(unit["mark"], dict) else unit["mark"]
+            color = unit.get("encoding", {}).get("color", {})
+            if mark == "rect" and color.get("type") == "quantitative":
+                heatmaps += 1
+                assert color.get("legend", {}) is not None and color.get("title"), (b.name, color.get("field"))
+        for param in (p for u in [spec, *_specs(spec)] for p in u.get("params", [])):
+            bind = param.get("bind") or {}
+            if bind.get("input") in ("select", "radio"):
+                assert len(bind["options"]) > 1, (b.name, param["name"])
+    assert heatmaps >= 8

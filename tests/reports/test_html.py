@@ -132,9 +132,10 @@ def test_one_palette_and_one_key_value_encoding():
 
 def test_extract_uses_the_warehouse_vocabulary():
     from extract import tokens
+    from extract.prompts import SEGMENTS
     from warehouse import vocabulary
 
-    assert tokens.CATEGORIES is vocabulary.CATEGORIES
+    assert tokens.CATEGORIES is vocabulary.CATEGORIES and SEGMENTS == vocabulary.SEGMENTS
     assert {tokens.categorize(t) for t in ("the", " 2019", "hello", ",", " ")} <= set(vocabulary.CATEGORIES)
 
 
