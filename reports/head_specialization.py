@@ -42,6 +42,7 @@ CACHE = {
     "kv_correlation": "key-value correlation",
     "key_absmax": "largest |key|",
 }
+NO_DEMO = "No per-query-head attention statistics for this model yet: `kvw report --demo always` computes them."
 KV_HEADS = alt.Scale(scheme="set2")  # one hue per KV head: the query heads that share it share the hue
 
 
@@ -150,8 +151,14 @@ def chart(data: Data) -> alt.TopLevelMixin:
     layers = sorted(options(cache, "layer"))
     layer = dropdown("layer", layers, "layer", value=layers[len(layers) // 2])
     sample = dropdown("sample", options(cache, "sample"), "sample (cache statistics)")
-    if profile.num_rows == 0:  # no demo run of this model: the cache statistics alone
-        return _cache(cache, sample, layer).add_params(layer, sample)
+    if profile.num_rows == 0:  # no demo run of this model: the cache statistics alone, and how to get the rest
+        note = (
+            alt.Chart(alt.Data(values=[{"text": NO_DEMO}]))
+            .mark_text(align="left", x=0, color="#d62728")
+            .encode(text="text:N")
+            .properties(width=700, height=14, view=alt.ViewConfig(stroke=None))
+        )
+        return alt.vconcat(note, _cache(cache, sample, layer)).add_params(layer, sample)
     return alt.vconcat(
         _source(profile),
         _query_heads(profile, layer),
