@@ -228,7 +228,9 @@ def generate(lb: LongBench, spec: Spec) -> Layout:
             f"What is the special magic number for {keys[0]} mentioned in the text above? "
             "Answer with the number only."
         )
-    others = rng.sample([b for b in spots if b != target], min(len(sentences) - 1, len(spots) - 1))
+    pool = [b for b in spots if b != target] or [target]
+    n = len(sentences) - 1  # distractors: at distinct sentence ends, sharing them only in a haystack too short
+    others = rng.sample(pool, n) if len(pool) >= n else [rng.choice(pool) for _ in range(n)]
     context, starts = _insert(hay, list(zip([target, *others], sentences, strict=True)))
     return Layout(spec, context, question, values[0], sentences[0], starts[0],
                   100.0 * target / max(len(hay), 1), len(sentences))  # fmt: skip

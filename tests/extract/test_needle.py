@@ -153,3 +153,14 @@ def test_needles_row_points_at_the_needle_tokens(smol, longbench_dir, kind):
     cut = build_prompt(tok, lb.prompts["needle"], mid, 128)  # the middle, needle included, is cut out
     row = needle.needles_table(keys, lb, mid, cut).to_pylist()[0]
     assert row["needle_start"] is None and row["depth_tokens"] is None and row["depth_actual"] > 0
+
+
+@pytest.mark.parametrize("kind", needle.KINDS)
+def test_short_haystacks_still_hold_every_needle(longbench_dir, kind):
+    """A context of a few sentences has fewer sentence ends than multi has needles: distractors share them."""
+    lb = open_longbench(longbench_dir)
+    for spec in needle.Grid(kinds=(kind,), lengths=(16, 32), depths=(0, 100)).specs():
+        lay = needle.generate(lb, spec)
+        assert len(NEEDLE_RE.findall(lay.context)) == lay.needles == (4 if kind == "multi" else 1)
+        assert lay.context.startswith(lay.needle_text) == (spec.depth == 0)
+        assert lay.context.endswith(lay.needle_text) == (spec.depth == 100)
