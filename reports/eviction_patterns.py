@@ -1,12 +1,13 @@
 """12. eviction_patterns: which cache entries each policy keeps, over positions x layers, and token by token.
 
-How to read this page. Pick a sample, a setting (question_aware: evict after
+Pick a sample, a setting (question_aware: evict after
 the whole prompt; question_agnostic: evict after the context, then feed the
 question, which is always kept) and a budget. There is one panel per policy
 variant (its name and parameters other than the budget) at that budget:
 
 - blue is kept, grey evicted; shades are the share of KV heads (and
   positions, in a bucket) that keep an entry, for per-head policies;
+
 - the line above a panel gives what the policy actually keeps after the
   budget, measured on its keep-set, not its nominal parameters: kept tokens
   of the cache, split into sink (the kept run from position 0), recent (the
@@ -14,9 +15,11 @@ variant (its name and parameters other than the budget) at that budget:
   kept); per-head policies show the mean over layers x KV heads. A
   `recent_tokens: 512` policy at a 25% budget of a 1K-token prompt keeps far
   fewer recent tokens than 512, and this line says how many;
+
 - the red dashed line is the sink boundary (every earlier position is kept
   by every layer and head), the green one the recent boundary (every later
   position is kept);
+
 - the strip at the top shows where the context and the question lie. Drag
   on it to choose the positions of the token zoom at the bottom: one row per
   policy variant, one cell per token (its text below), coloured by the share

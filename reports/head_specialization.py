@@ -1,6 +1,6 @@
 """5. head_specialization: what each query head of a chosen layer attends to, and what its KV head stores.
 
-How to read this page. SmolLM2 has 9 query heads per layer but only 3 KV
+SmolLM2 has 9 query heads per layer but only 3 KV
 heads: query heads q0-q2 read KV head 0, q3-q5 KV head 1, q6-q8 KV head 2
 (grouped-query attention). Each query head has its own attention pattern,
 so attention is shown per query head, labelled "q<h> · KV <k>" and coloured
@@ -8,9 +8,13 @@ by its KV head. The numbers come from every query of one long LongBench
 context (the demo run of the same model, named under the bars):
 
 - sink share: attention on the first 4 tokens (attention-sink heads);
+
 - previous-token share: attention on the token just before the query;
+
 - local share: attention on the 16 most recent tokens, the query's own included;
+
 - mean distance: how far back, in tokens, the attention lands on average;
+
 - entropy: 0 = all attention on one token, 1 = spread evenly over all tokens seen.
 
 The grid under the bars splits each head's attention by distance (self, 1,

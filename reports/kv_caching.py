@@ -1,7 +1,5 @@
 """15. kv_caching: what the KV cache buys, measured on the model itself.
 
-How to read this page, top to bottom:
-
 - Attention with vs without the cache. The last few tokens of a short prompt
   are fed one at a time: each new query attends to the keys and values already
   in the cache (middle matrix). The same rows recomputed from the whole prompt
@@ -10,14 +8,17 @@ How to read this page, top to bottom:
   largest difference over every layer and head against the tolerance. Pick a
   layer and a query head (its KV head in brackets: 3 query heads share one
   under grouped-query attention).
+
 - Time per generated token vs the length already generated (log-log axes).
   Without the cache each token recomputes the whole sequence, so its cost
   grows with the length (slope about 1: linear per token); with the cache it
   only attends to the stored keys, so it stays nearly flat (slope near 0).
   Summed over a generation (right, linear axes) that is quadratic vs linear
   total time. Medians of a few repeats; the band spans fastest to slowest.
+
 - Same output: greedy decoding both ways picks the same tokens; bars are the
   largest logit difference per step.
+
 - Shared-prefix reuse: one context prefilled once, its cache copied for each
   question; each question then costs only its own tokens, with the same answer.
 """
