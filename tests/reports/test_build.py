@@ -32,6 +32,7 @@ def test_every_report_builds_offline_and_small(built_reports):
     out, built = built_reports
     assert [b.name for b in built] == [r.name for r in REPORTS]
     one_run = {r.name for r in REPORTS if r.min_runs > 1}  # cross_run: this warehouse has one extraction run
+    one_run.add("needle_grid")  # no needle samples here either: tests/reports/test_needle_report.py draws it
     assert {b.name: b.status for b in built} == {r.name: "no data" if r.name in one_run else "ok" for r in REPORTS}
     assert "needs 2 runs in samples; the warehouse holds 1" in (out / "cross_run.html").read_text()
     for b in (b for b in built if b.name not in one_run):
@@ -72,8 +73,8 @@ def test_strategy_quality_sql_on_literal_quality(report_warehouse):
     aware = [r for r in first if r["setting"] == "question_aware"]
     assert sorted(r["score"] for r in aware) == [10, 20, 30] and {r["score_change"] for r in aware} == {-5}
     # 4 answer tokens; in question_aware the first is the full prefill's under every policy: KL over the other 3
-    assert aware and all(r["kl"] == pytest.approx(0.05 * 4 / 3) for r in aware)
-    assert {r["kl"] for r in first if r["setting"] == "question_agnostic"} == {pytest.approx(0.05)}
+    assert aware and all(r["kl"] == pytest.approx(0.05 * 4 / 3, rel=1e-3) for r in aware)  # 4 digits on pages
+    assert all(r["kl"] == pytest.approx(0.05) for r in first if r["setting"] == "question_agnostic")
     assert all(r["kl_continuation"] is None and r["continuation_null_reason"].startswith("not measured") for r in rows)
     assert all(r["memory_saved"] == pytest.approx(0.75, abs=0.01) and r["policy"] == "sink_recent" for r in first)
     labels = {r["label"] for r in rows}  # two sink_recent variants told apart, one knorm variant named alone
