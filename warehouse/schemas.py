@@ -113,8 +113,8 @@ TOKENS = Table(
         ("position", _I32),
         ("token_id", _I32),
         ("token_text", _STR),
-        ("category", _DICT),  # see extract.tokens.CATEGORIES
-        ("segment", _DICT),  # chat | instruction | context | question
+        ("category", _DICT),  # see warehouse.vocabulary.CATEGORIES
+        ("segment", _DICT),  # see warehouse.vocabulary.SEGMENTS (chat | instruction | context | question)
     ),
     grain="one row per (run_id, task, sample_id, position)",
     key=("run_id", "task", "sample_id", "position"),
