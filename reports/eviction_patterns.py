@@ -94,7 +94,7 @@ def _header(bounds, keep: str, ids: dict) -> alt.LayerChart:
     return alt.layer(sizes, absent).properties(width=WIDTH, height=14, view=alt.ViewConfig(stroke=None))
 
 
-def _panel(pattern, bounds, keep: str, ids: dict, variant: str, layers: int) -> alt.VConcatChart:
+def _panel(pattern, bounds, keep: str, ids: dict, variant: str, layers: int, legend: bool) -> alt.VConcatChart:
     cells = (
         alt.Chart(pattern)
         .transform_filter(keep)
@@ -116,7 +116,7 @@ def _panel(pattern, bounds, keep: str, ids: dict, variant: str, layers: int) -> 
             x=_x(),
             x2="end_position:Q",
             y=alt.Y("layer:O", axis=alt.Axis(values=list(range(0, layers, 5)))),
-            color=alt.Color("share:Q", title="kept share", scale=KEPT_SHARE),
+            color=alt.Color("share:Q", title="kept share", scale=KEPT_SHARE, legend=alt.Undefined if legend else None),
             tooltip=[
                 "layer:O",
                 alt.Tooltip("position:Q", title="from position"),
@@ -205,7 +205,7 @@ def chart(data: Data) -> alt.TopLevelMixin:
     for v in variants:
         ids = {b: pid[(v, b)] for b in budgets if (v, b) in pid}
         keep = f"{equals('sample', sample)} && {equals('setting', setting)} && datum.policy_id === {_js(ids)}[budget]"
-        panels.append(_panel(pattern, bounds, keep, ids, v, layers))
+        panels.append(_panel(pattern, bounds, keep, ids, v, layers, legend=not panels))  # one legend, first panel
     per_budget = "{" + ",".join(
         f"{b!r}:[" + ",".join(repr(pid[(v, b)]) for v in variants if (v, b) in pid) + "]" for b in budgets
     ) + "}"  # fmt: skip
@@ -231,5 +231,5 @@ REPORT = Report(
     chart=chart,
     needs=("rankings", "samples", "policies"),
     hint=EVAL_HINT,
-    params={"max_samples": 3, "buckets": 128, "max_cells": 400_000, "max_zoom_tokens": 4096},
+    params={"max_samples": 3, "buckets": 128, "max_cells": 400_000, "max_zoom_cells": 400_000},
 )

@@ -75,7 +75,7 @@ def test_token_zoom_is_each_positions_kept_share(report_warehouse, con):
     labels = dict(con.execute("SELECT s.sample, s.sample_id FROM sample_labels AS s").fetchall())
     refs = {r["sample_id"]: r for r in report_warehouse["refs"]}
     covered = {r["sample"] for r in rows}
-    assert covered == set(text) and len(covered) == 3  # 3 x 512 tokens, under 4096
+    assert covered == set(text) and len(covered) == 3  # 3 x 512 tokens x 2 policies x 2 settings, under the cap
     for r in rows:
         n = refs[labels[r["sample"]]]["n_tokens"]
         kept = per_head_kept(n, 30, 3).mean(axis=(0, 1)) if r["policy_id"] == KEEP_POLICIES[1] else (
@@ -85,8 +85,12 @@ def test_token_zoom_is_each_positions_kept_share(report_warehouse, con):
     first = sorted(covered)[0]
     assert {text[first][p] for p in hostile["positions"]} >= {XSS_SCRIPT}
     # a cap below the first sample still zooms into that one, and no other
-    one = fetch(con, "eviction_token_text", params(report_warehouse, max_zoom_tokens=10)).to_pylist()
+    one = fetch(con, "eviction_token_text", params(report_warehouse, max_zoom_cells=10)).to_pylist()
     assert [t["sample"] for t in one] == [first]
+    a, b = sorted(covered)[:2]
+    cap = 4 * (refs[labels[a]]["n_tokens"] + refs[labels[b]]["n_tokens"])  # 2 policies x 2 settings per sample
+    two = fetch(con, "eviction_tokens", params(report_warehouse, max_zoom_cells=cap)).to_pylist()
+    assert sorted({r["sample"] for r in two}) == [a, b]  # two samples' characters fit, not three
 
 
 def sweep_policies() -> list[tuple]:
