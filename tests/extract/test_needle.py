@@ -142,7 +142,7 @@ def test_needles_row_points_at_the_needle_tokens(smol, longbench_dir, kind):
                 {"run_id": "r", "model": "m", "task": "needle", "sample_id": spec.sample_id}.items()}  # fmt: skip
         row = needle.needles_table(keys, lb, sample, prompt).to_pylist()[0]
         span = tok.decode(prompt.input_ids[row["needle_start"] : row["needle_end"]])
-        assert span.strip() == sample.context[sample.context.index(row["needle_text"]):][: len(span.strip())]
+        assert span.strip() == sample.context[sample.context.index(row["needle_text"]) :][: len(span.strip())]
         assert span.strip() == row["needle_text"] and row["needle"] == sample.answers[0]
         r = prompt.ranges()
         assert row["context_tokens"] == r["context_end"] - r["context_start"] and 400 < row["context_tokens"] < 620
