@@ -15,6 +15,7 @@ from reports import (
     kv_quantization_error,
     kv_value_distribution,
     low_importance_tokens,
+    needle_grid,
     strategy_comparison,
     token_importance_comparison,
     token_key_value_scatter,
@@ -40,4 +41,5 @@ REPORTS = [
     attention_patterns.REPORT,
     kv_caching.REPORT,
     cross_run.REPORT,
+    needle_grid.REPORT,
 ]
