@@ -42,7 +42,7 @@ def chart(data: Data) -> alt.TopLevelMixin:
         .transform_calculate(full=f"datum.accuracy_full < 1 ? {FULL_MISSES!r} : {FULL_FINDS!r}")
         .encode(
             x=alt.X("length_requested:O", title="context length asked for (tokens)", sort="ascending"),
-            y=alt.Y("depth_requested:O", title="needle depth (% of the haystack before it)", sort="ascending"),
+            y=alt.Y("depth_requested:O", title="needle depth (%)", sort="ascending"),
         )
     )
     tooltip = [
@@ -59,8 +59,8 @@ def chart(data: Data) -> alt.TopLevelMixin:
     ]
     cells = base.mark_rect(strokeWidth=2.5).encode(
         color=heat_color("accuracy", "retrieved (exact match)", ACCURACY, ".0%"),
-        stroke=alt.Stroke("full:N", scale=OUTLINE, title="where the full cache fails",
-                          legend=alt.Legend(orient="bottom", symbolType="square", symbolFillColor="#ffffff")),
+        stroke=alt.Stroke("full:N", scale=OUTLINE, title="where the full cache fails", legend=alt.Legend(
+            orient="bottom", symbolType="square", symbolFillColor="#ffffff", labelLimit=500)),
         tooltip=tooltip,
     )  # fmt: skip
     labels = base.mark_text(fontSize=10).encode(
