@@ -47,6 +47,11 @@ def prepare(data: Data) -> Data:
     return {"points": compact(pa.Table.from_pylist(long)), "rho": compact(pa.Table.from_pylist(correlations(rows)))}
 
 
+def _span(table: pa.Table, column: str) -> list[float] | None:
+    values = [v for v in table.column(column).to_pylist() if v is not None]
+    return [min(values), max(values)] if values else None
+
+
 def chart(data: Data) -> alt.TopLevelMixin:
     pts, rho = data["points"], data["rho"]
     setting = radio("setting", options(rho, "setting"), "setting", value="question_aware")
@@ -55,15 +60,24 @@ def chart(data: Data) -> alt.TopLevelMixin:
     keep = f"{equals('setting', setting)} && {equals('proxy', proxy)} && {equals('measure', measure)}"
     labels = sorted(set(options(rho, "label")))
     color = alt.Color("label:N", title="policy", scale=alt.Scale(domain=labels))
+    # fixed domains: a choice whose points are all NULL (question_aware one-token answers) draws an empty
+    # panel instead of scales with an infinite extent
+    budgets = _span(pts, "budget") or [0.0, 1.0]
+    proxies = _span(pts, "proxy_value") or [0.0, 1.0]
+    kls = _span(pts, "kl_value") or [0.0, 1.0]
     scatter = (
         alt.Chart(pts)
         .transform_filter(f"{keep} && isValid(datum.kl_value) && isValid(datum.proxy_value)")
         .mark_point(filled=True, opacity=0.7)
         .encode(
-            x=alt.X("proxy_value:Q", title="proxy: share of the mass kept", scale=alt.Scale(zero=False)),
-            y=alt.Y("kl_value:Q", title="measured KL(full ‖ evicted), nats/token"),
+            x=alt.X("proxy_value:Q", title="proxy: share of the mass kept", scale=alt.Scale(domain=proxies)),
+            y=alt.Y(
+                "kl_value:Q",
+                title="measured KL(full ‖ evicted), nats/token",
+                scale=alt.Scale(domain=[min(0.0, kls[0]), kls[1]]),
+            ),
             color=color,
-            size=alt.Size("budget:Q", title="budget", scale=alt.Scale(range=[15, 120])),
+            size=alt.Size("budget:Q", title="budget", scale=alt.Scale(domain=budgets, range=[15, 120])),
             tooltip=[
                 "label:N",
                 "budget:Q",
