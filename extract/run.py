@@ -164,7 +164,7 @@ def run_columns(parameters: dict, prev: dict | None) -> dict:
     return {
         "max_tokens": parameters.get("max_tokens"),
         "max_tokens_effective": parameters.get("max_tokens_effective"),
-        "window": parameters.get("window"),
+        "attn_window": parameters.get("window"),
         "raw_kv": parameters.get("raw_kv"),
         "data_dirs": sorted(set(dirs)),
     }

@@ -112,7 +112,7 @@ def _every_layer(profile) -> alt.FacetChart:
         .encode(
             x=alt.X("head:N", title="query head · KV head", sort=alt.EncodingSortField("q_head")),
             y=alt.Y("layer:O", title="layer", axis=alt.Axis(values=list(range(0, 64, 5)))),
-            color=alt.Color("value:Q", scale=alt.Scale(scheme="viridis"), legend=None),
+            color=heat_color("value", "value (this panel's scale)", alt.Scale(scheme="viridis"), fmt=".2g"),
             tooltip=["metric:N", "layer:O", "head:N", alt.Tooltip("value:Q", format=".3g")],
         )
         .properties(width=170, height=8 * 30, name="every_layer")

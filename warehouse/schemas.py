@@ -64,7 +64,7 @@ RUNS = Table(
         # the flow parameters that shape the data, as columns (`parameters` keeps the full JSON):
         ("max_tokens", _I32),  # prompt budget asked for
         ("max_tokens_effective", _I32),  # ... after the model's position limit: what prompts were truncated to
-        ("window", _I32),  # queries whose attention `attn_received` averages
+        ("attn_window", _I32),  # the `window` parameter: queries whose attention `attn_received` averages
         ("raw_kv", pa.bool_()),  # were raw key/value vectors stored (`kv`)?
         ("data_dirs", pa.list_(_STR)),  # every LongBench folder an invocation of this run read (see samples.source_dir)
     ),
