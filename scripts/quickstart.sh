@@ -31,9 +31,10 @@ print(con.execute("""SELECT coalesce(string_agg(DISTINCT task, ',' ORDER BY task
 PY
 )
 if [ -n "$eval_tasks" ]; then
-  echo "running evaluate/longbench on $eval_tasks (1 sample each): 7 policies x budgets 25%/50%, one prefill per sample ..."
+  echo "running evaluate/longbench on $eval_tasks (1 sample each): 7 policies x budgets 25%/50%, question-aware, one prefill per sample (the flow's default sweep is 5 budgets x both settings) ..."
   prefect deployment run evaluate/longbench --watch --watch-timeout "${KVW_WATCH_TIMEOUT:-3600}" \
-    -p tasks="$eval_tasks" -p limit=1 >"$PREFECT_HOME/evaluate-watch.log" 2>&1 \
+    -p tasks="$eval_tasks" -p limit=1 -p 'budgets=[0.25,0.5]' -p setting=question_aware \
+    >"$PREFECT_HOME/evaluate-watch.log" 2>&1 \
     || { tail -30 "$PREFECT_HOME/evaluate-watch.log"; exit 1; }
 else
   echo "no short-answer task in this slice: skipping the evaluate/longbench sweep"
