@@ -1,108 +1,176 @@
 """One prefill with the KV cache on, plus the attention each position receives from the last W queries.
 
-sdpa and flash attention never materialise the attention matrix, so a pre-hook
-on every attention module keeps the rotated queries of the last `window`
-positions (W x head_dim per head: tiny); after the forward pass they are
-scored against the cached keys, causal, softmaxed in float32 and averaged over
-the W queries and over the query heads that share each KV head. Checked equal
-to eager attention in tests/extract/test_capture.py.
+Everything is read at transformers' attention interface (extract/attention.py): each layer's keys and values
+over every prompt position (a sliding layer's cache keeps only its window, the prefill still sees them all),
+and the rotated, normed queries of the last `window` positions (W x head_dim per head: tiny). After the
+forward pass those queries are scored against the keys the way the layer itself scores them (its scaling,
+softcap, sliding window and sinks), causal, softmaxed in float32 and averaged over the W queries and over the
+query heads that share each KV head. sdpa and flash attention never materialise the attention matrix; this
+equals eager attention's own weights (tests/extract/test_architectures.py, for every supported architecture).
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from extract.model import cache_of
+from extract import attention
+from extract.model import ArchitectureError, cache_of
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """How one layer attends: the `layers` table's row (warehouse/schemas.py)."""
+
+    layer: int
+    attention: str  # full | sliding
+    sliding_window: int | None
+    query_heads: int
+    kv_heads: int
+    head_dim: int
+    scaling: float
+    softcap: float | None
+    sinks: bool
+
+
+@dataclass
+class _Layer:
+    info: LayerInfo
+    keys: torch.Tensor  # [Hkv, T, D]
+    values: torch.Tensor
+    queries: dict[int, torch.Tensor]  # end -> [Hq, w, D], the w queries before `end`
+    sinks: torch.Tensor | None
 
 
 @dataclass
 class Prefill:
-    cache: object  # transformers DynamicCache of the whole prompt
-    keys: torch.Tensor  # [layers, kv_heads, T, head_dim], as cached (after RoPE)
+    cache: object  # transformers DynamicCache of the whole prompt (sliding layers: their window)
+    keys: torch.Tensor  # [layers, kv_heads, T, head_dim], every prompt position (after RoPE and norms)
     values: torch.Tensor
     attn_received: torch.Tensor  # [layers, kv_heads, T] float32
     attn_received_context: torch.Tensor | None  # same, from the window ending at the context's end (NaN after)
     window: int
     seconds: float  # the forward pass alone
+    layers: list[LayerInfo]
 
 
-def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The self-attention module of every decoder layer, in layer order."""
-    mods = [m for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "layer_idx")]
-    if not mods:
-        raise TypeError(f"{type(model).__name__}: no attention modules with q_proj/layer_idx found")
-    return sorted(mods, key=lambda m: m.layer_idx)
+def layer_info(call: attention.Call) -> LayerInfo:
+    _, hq, _, d = call.query.shape
+    return LayerInfo(
+        layer=call.layer,
+        attention="sliding" if call.sliding_window else "full",
+        sliding_window=int(call.sliding_window) if call.sliding_window else None,
+        query_heads=int(hq),
+        kv_heads=int(call.key.shape[1]),
+        head_dim=int(d),
+        scaling=float(call.scaling),
+        softcap=float(call.softcap) if call.softcap else None,
+        sinks=call.sinks is not None,
+    )
 
 
-def _rotate(module: torch.nn.Module, q: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Apply the model's own RoPE to queries (the keys are already rotated in the cache)."""
-    apply = sys.modules[type(module).__module__].apply_rotary_pos_emb
-    q_rot, _ = apply(q, q, cos, sin)  # the key slot is required; its output is unused
-    return q_rot
+def _capture(model, input_ids: torch.Tensor, ends: tuple[int, ...], window: int):
+    """One forward pass; every layer's keys, values and window queries from the attention interface."""
+    layers: dict[int, _Layer] = {}
+    T = input_ids.shape[1]
+
+    def keep(call: attention.Call) -> None:
+        if call.layer in layers:
+            raise ArchitectureError(
+                f"{type(model).__name__}: layer {call.layer} calls attention twice in one forward pass"
+            )
+        if call.key.shape[2] != T:
+            raise ArchitectureError(
+                f"{type(model).__name__}: layer {call.layer} attends over {call.key.shape[2]} positions of a "
+                f"{T}-token prompt"
+            )
+        qs = {e: call.query[0, :, e - min(window, e) : e].detach().clone() for e in ends}
+        sinks = call.sinks.detach().float() if call.sinks is not None else None
+        layers[call.layer] = _Layer(layer_info(call), call.key[0].detach(), call.value[0].detach(), qs, sinks)
+
+    with attention.observe(model, keep):
+        t0 = time.perf_counter()
+        out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+        if input_ids.is_cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    return cache_of(out), [layers[i] for i in sorted(layers)], seconds
 
 
-@contextmanager
-def capture_window_queries(model: torch.nn.Module, window: int, ends: tuple[int, ...] | None = None):
-    """Collect {end: {layer: rotated queries [heads, W, head_dim]}} for the W positions before each `end`.
+def check_layers(model, layers: list, cache) -> None:
+    """Refuse, naming the problem, what this project cannot read as per-layer keys and values."""
+    from transformers.cache_utils import DynamicLayer
 
-    `ends` default to the end of the prompt; an end before it (e.g. the end of the context) gives the
-    window a question-agnostic policy would observe.
-    """
-    queries: dict[int | None, dict[int, torch.Tensor]] = {e: {} for e in (ends or (None,))}
+    name = type(model).__name__
+    cache_layers = list(getattr(cache, "layers", []))
+    other = [(i, type(x).__name__) for i, x in enumerate(cache_layers) if not isinstance(x, DynamicLayer)]
+    if other:
+        kinds = ", ".join(sorted({k for _, k in other}))
+        raise ArchitectureError(
+            f"{name}: layers {[i for i, _ in other]} keep {kinds} state (a convolution, linear-attention or "
+            "state-space layer), not per-position keys and values: kvwarehouse reads and evicts per-position "
+            "K/V only, so hybrid models are not supported"
+        )
+    if not layers:
+        raise ArchitectureError(
+            f"{name}: no layer called transformers' attention interface (ALL_ATTENTION_FUNCTIONS); kvwarehouse "
+            "reads attention there (custom or remote-code attention is not supported)"
+        )
+    n_cache = len(cache_layers)
+    if n_cache and [x.info.layer for x in layers] != list(range(n_cache)):
+        raise ArchitectureError(
+            f"{name}: the cache has {n_cache} layers but attention was called for layers "
+            f"{[x.info.layer for x in layers]}"
+        )
+    shapes = {(x.info.kv_heads, x.info.head_dim) for x in layers}
+    if len(shapes) > 1:
+        raise ArchitectureError(
+            f"{name}: layers differ in (KV heads, head_dim): {sorted(shapes)}; the warehouse stores one shape per model"
+        )
+    bad = [x.info.layer for x in layers if x.info.query_heads % x.info.kv_heads]
+    if bad:
+        raise ArchitectureError(f"{name}: layers {bad} have query heads not a multiple of KV heads")
 
-    def hook(module, args, kwargs):
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        cos, sin = kwargs["position_embeddings"]
-        for end, store in queries.items():
-            stop = hidden.shape[1] if end is None else end
-            w = min(window, stop)
-            h = hidden[:, stop - w : stop]
-            q = module.q_proj(h).view(*h.shape[:-1], -1, module.head_dim)
-            if hasattr(module, "q_norm"):
-                q = module.q_norm(q)
-            q = q.transpose(1, 2)
-            store[module.layer_idx] = _rotate(module, q, cos[:, stop - w : stop], sin[:, stop - w : stop])[0].detach()
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in attention_modules(model)]
-    try:
-        yield queries
-    finally:
-        for h in handles:
-            h.remove()
+def _blocks(layers: list[_Layer], end: int, budget: int = 4 << 20) -> list[list[_Layer]]:
+    """Consecutive layers that attend alike, batched so the score tensor stays cache-sized (4 MiB measured 2x
+    faster than 64 MiB on the CPU)."""
+    out: list[list[_Layer]] = []
+    for x in layers:
+        per_layer = x.info.query_heads * min(x.queries[end].shape[1], end) * end * 4
+        same = out and x.sinks is None and out[-1][0].sinks is None
+        same = same and (x.info.scaling, x.info.softcap, x.info.sliding_window) == (
+            out[-1][0].info.scaling, out[-1][0].info.softcap, out[-1][0].info.sliding_window)  # fmt: skip
+        if same and (len(out[-1]) + 1) * per_layer <= budget:
+            out[-1].append(x)
+        else:
+            out.append([x])
+    return out
+
+
+def received(layers: list[_Layer], end: int) -> torch.Tensor:
+    """[L, Hkv, end] float32: mean attention the `w` queries before `end` pay to each key before `end`."""
+    parts = []
+    for block in _blocks(layers, end):
+        q = torch.stack([x.queries[end] for x in block])  # [B, Hq, w, D]
+        k = torch.stack([x.keys[:, :end] for x in block])  # [B, Hkv, end, D]
+        info = block[0].info
+        pos = torch.arange(end - q.shape[2], end, device=k.device)
+        p = attention.probabilities(q, k, pos, info.scaling, info.softcap, info.sliding_window, block[0].sinks)
+        parts.append(p.mean(dim=(-3, -2)))
+    return torch.cat(parts)
 
 
 def window_attention(queries: torch.Tensor, keys: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Mean causal attention from the last W queries to every key, per KV head.
+    """Mean causal attention from the last W queries to every key, per KV head (a full layer, no softcap).
 
     queries [..., Hq, W, D] for positions T-W..T-1; keys [..., Hkv, T, D] -> [..., Hkv, T] float32.
-    Leading dims (layers) are batched: one call for a block of layers.
     """
-    *lead, hq, w, d = queries.shape
-    hkv, t = keys.shape[-3], keys.shape[-2]
-    q = (queries.float() * scaling).reshape(*lead, hkv, hq // hkv, w, d)
-    scores = torch.einsum("...hgwd,...htd->...hgwt", q, keys.float())
-    # only the last w keys can lie in a query's future: mask that corner, not the whole row
-    future = torch.ones(w, w, dtype=torch.bool, device=keys.device).triu(1)
-    scores[..., t - w :].masked_fill_(future, float("-inf"))
-    return scores.softmax(-1).mean(dim=(-3, -2))
-
-
-def _layer_blocks(n_layers: int, per_layer_bytes: int, budget: int = 4 << 20) -> list[slice]:
-    """Layers per batch so the score tensor stays cache-sized (4 MiB measured 2x faster than 64 MiB)."""
-    step = max(1, min(n_layers, budget // max(per_layer_bytes, 1)))
-    return [slice(i, i + step) for i in range(0, n_layers, step)]
-
-
-def _attention_received(mods, queries: dict[int, torch.Tensor], keys: torch.Tensor) -> torch.Tensor:
-    q = torch.stack([queries[m.layer_idx] for m in mods])  # [L, Hq, W, D]
-    per_layer = q.shape[1] * q.shape[2] * keys.shape[2] * 4
-    blocks = _layer_blocks(len(mods), per_layer)
-    return torch.cat([window_attention(q[b], keys[b], mods[0].scaling) for b in blocks])
+    t, w = keys.shape[-2], queries.shape[-2]
+    pos = torch.arange(t - w, t, device=keys.device)
+    return attention.probabilities(queries, keys, pos, scaling).mean(dim=(-3, -2))
 
 
 @torch.inference_mode()
@@ -118,24 +186,30 @@ def prefill(
         input_ids = input_ids[None]
     input_ids = input_ids.to(next(model.parameters()).device)
     T = input_ids.shape[1]
-    mods = attention_modules(model)
     use_ctx = context_end is not None and 0 < context_end < T
     ends = (T, context_end) if use_ctx else (T,)
-    with capture_window_queries(model, window, ends) as queries:
-        t0 = time.perf_counter()
-        out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
-        if input_ids.is_cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-    cache = cache_of(out)
-    keys = torch.stack([layer.keys[0] for layer in cache.layers])
-    values = torch.stack([layer.values[0] for layer in cache.layers])
-    attn = _attention_received(mods, queries[T], keys)
+    cache, layers, seconds = _capture(model, input_ids, ends, window)
+    check_layers(model, layers, cache)
+    keys = torch.stack([x.keys for x in layers])
+    values = torch.stack([x.values for x in layers])
+    attn = received(layers, T)
     attn_ctx = None
     if context_end is not None:
         attn_ctx = torch.full_like(attn, float("nan"))
         if use_ctx:
-            attn_ctx[..., :context_end] = _attention_received(mods, queries[context_end], keys[:, :, :context_end])
+            attn_ctx[..., :context_end] = received(layers, context_end)
         else:
             attn_ctx.copy_(attn)
-    return Prefill(cache, keys, values, attn, attn_ctx, min(window, T), seconds)
+    return Prefill(cache, keys, values, attn, attn_ctx, min(window, T), seconds, [x.info for x in layers])
+
+
+@torch.inference_mode()
+def probe(model: torch.nn.Module, tokens: int = 16) -> list[LayerInfo]:
+    """A few-token forward right after loading: the model's layers as the warehouse will see them, or an
+    ArchitectureError naming what is not supported (a hybrid cache, attention outside the interface)."""
+    device = next(model.parameters()).device
+    vocab = int(getattr(model.config.get_text_config(), "vocab_size", 0) or 0) or 100
+    ids = (torch.arange(tokens, device=device) % max(vocab - 1, 1) + 1)[None]
+    cache, layers, _ = _capture(model, ids, (tokens,), 1)
+    check_layers(model, layers, cache)
+    return [x.info for x in layers]

@@ -38,8 +38,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from extract import attention
 from extract import model as models
-from extract.capture import attention_modules, capture_window_queries
 from warehouse import schemas
 from warehouse.store import Store
 
@@ -110,6 +110,16 @@ def demo_run_id(loaded: models.Loaded, cfg: DemoConfig) -> str:
     return "demo-" + hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _projection_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The attention modules with separate q/k/v/o projections, in layer order. Only the projections view
+    (the brief's TinyLlama walk-through) looks modules up by name; everything else reads the attention
+    interface (extract/attention.py)."""
+    mods = [m for m in model.modules() if all(hasattr(m, f"{k}_proj") for k in "qkvo") and hasattr(m, "layer_idx")]
+    if not mods:
+        raise TypeError(f"{type(model).__name__}: no attention modules with separate q/k/v/o projections")
+    return sorted(mods, key=lambda m: m.layer_idx)
+
+
 def _ids(tok, text: str) -> torch.Tensor:
     return torch.tensor([tok(text, add_special_tokens=False)["input_ids"]], dtype=torch.long)
 
@@ -131,7 +141,7 @@ def _tokens_rows(tok, prompt: str, ids: torch.Tensor) -> list[dict]:
 @torch.inference_mode()
 def attention_run(model: torch.nn.Module, ids: torch.Tensor, layer: int) -> tuple[list[dict], list[dict]]:
     """Eager attention weights of every layer, and one layer's projections per head."""
-    mod = attention_modules(model)[layer]
+    mod = _projection_modules(model)[layer]
     cfg = model.config
     hq, hkv = cfg.num_attention_heads, cfg.num_key_value_heads
     d = getattr(cfg, "head_dim", None) or cfg.hidden_size // hq
@@ -243,11 +253,10 @@ def head_stats_run(model: torch.nn.Module, ids: torch.Tensor) -> list[dict]:
     at positions >= MIN_QUERY of the share on the sink, the previous token, the LOCAL_TOKENS latest
     keys, the mean distance attended, the entropy (over ln of the keys visible) and the share per
     power-of-two distance bucket. Queries are captured rotated, as capture.py does for token_stats."""
-    mods = attention_modules(model)
     T = ids.shape[1]
-    group = model.config.num_attention_heads // model.config.num_key_value_heads
-    with capture_window_queries(model, T) as queries:
-        cache = models.cache_of(model(input_ids=ids, use_cache=True, logits_to_keep=1))
+    calls: list[attention.Call] = []
+    with attention.observe(model, calls.append):
+        model(input_ids=ids, use_cache=True, logits_to_keep=1)
     qpos = torch.arange(MIN_QUERY, T)
     dist = qpos[:, None] - torch.arange(T)[None]  # [Q, T]
     causal = dist >= 0
@@ -256,10 +265,11 @@ def head_stats_run(model: torch.nn.Module, ids: torch.Tensor) -> list[dict]:
     onehot = torch.nn.functional.one_hot(buckets, n_buckets).float() * causal[..., None]  # [Q, T, B]
     visible = torch.log(qpos.float() + 1)  # ln(number of keys a query sees)
     rows = []
-    for mod, layer in zip(mods, cache.layers, strict=True):
-        q = queries[None][mod.layer_idx][:, MIN_QUERY:].float()  # [Hq, Q, D]
-        k = layer.keys[0].float().repeat_interleave(group, dim=0)  # [Hq, T, D]
-        w = (q @ k.transpose(1, 2) * mod.scaling).masked_fill(~causal, float("-inf")).softmax(-1)  # [Hq, Q, T]
+    for call in sorted(calls, key=lambda c: c.layer):
+        q = call.query[0, :, MIN_QUERY:]  # [Hq, Q, D]: rotated and normed, as the layer scores them
+        group = q.shape[0] // call.key.shape[1]
+        p = attention.probabilities(q, call.key[0], qpos, call.scaling, call.softcap, call.sliding_window, call.sinks)
+        w = p.reshape(q.shape[0], len(qpos), T)  # [Hq, Q, T]
         sink = w[..., :SINK_TOKENS].sum(-1)
         prev = w.gather(-1, (qpos - 1).expand(w.shape[0], -1)[..., None])[..., 0]
         local = (w * (dist < LOCAL_TOKENS)).sum(-1)
@@ -269,7 +279,7 @@ def head_stats_run(model: torch.nn.Module, ids: torch.Tensor) -> list[dict]:
         for h in range(w.shape[0]):
             rows.append(
                 {
-                    "layer": mod.layer_idx,
+                    "layer": call.layer,
                     "q_head": h,
                     "kv_head": h // group,
                     "sink_share": float(sink[h].mean()),

@@ -1,0 +1,76 @@
+"""Tiny randomly initialised models of the attention architectures the field studies, built from transformers'
+own config classes (no download, a few MB each). Windows are shorter than the test prompts, so sliding layers
+really slide. `initializer_range=0.2`: at the default 0.02 outputs barely react to pruning (FACTS.md)."""
+
+from __future__ import annotations
+
+import torch
+import transformers as tf
+
+WINDOW = 128  # sliding window of the sliding architectures: shorter than the 300- and 512-token test prompts
+
+
+def _common(vocab: int, **over) -> dict:
+    cfg = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=8192,
+        initializer_range=0.2,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    cfg.update(over)
+    return {k: v for k, v in cfg.items() if v is not None}
+
+
+def _configs(vocab: int) -> dict[str, tf.PretrainedConfig]:
+    c = lambda **o: _common(vocab, **o)  # noqa: E731
+    return {
+        "llama": tf.LlamaConfig(**c(num_attention_heads=8, head_dim=8)),  # 8 query heads on 2 KV heads
+        "qwen2": tf.Qwen2Config(**c()),  # q/k/v biases
+        "qwen3": tf.Qwen3Config(**c(head_dim=48)),  # head_dim != hidden / heads; per-head q/k norms
+        "mistral": tf.MistralConfig(**c(), sliding_window=WINDOW),  # every layer slides
+        "gemma2": tf.Gemma2Config(  # sliding + global layers, attention softcapping, query_pre_attn_scalar
+            **c(), sliding_window=WINDOW, attn_logit_softcapping=50.0, query_pre_attn_scalar=24
+        ),
+        "gemma3": tf.Gemma3TextConfig(  # 3 sliding + 1 global, one KV head
+            **c(num_key_value_heads=1),
+            sliding_window=WINDOW,
+            layer_types=["sliding_attention"] * 3 + ["full_attention"],
+        ),
+        "phi3": tf.Phi3Config(**c(head_dim=None)),  # fused qkv_proj
+        "olmo2": tf.Olmo2Config(**c(head_dim=None)),  # q/k norms over the whole projection
+    }
+
+
+SUPPORTED = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "phi3", "olmo2")
+EAGER_ONLY = {"gemma2"}  # transformers refuses sdpa for Gemma2 (softcapping)
+
+
+def hybrid_config(vocab: int = 512) -> tf.PretrainedConfig:
+    """LFM2: short convolutions between attention layers: a cache that is not per-position keys and values."""
+    over = _common(vocab, head_dim=None, intermediate_size=None)
+    return tf.Lfm2Config(**over, layer_types=["conv", "full_attention", "conv", "full_attention"])
+
+
+def build(name: str, vocab: int = 512, seed: int = 0, attn: str | None = None) -> torch.nn.Module:
+    """A tiny model of architecture `name` (SUPPORTED, or "lfm2"), in eval mode."""
+    config = hybrid_config(vocab) if name == "lfm2" else _configs(vocab)[name]
+    if attn:
+        config._attn_implementation = attn
+    torch.manual_seed(seed)
+    return tf.AutoModelForCausalLM.from_config(config).eval()
+
+
+def save(name: str, folder, tokenizer, seed: int = 0) -> str:
+    """The model saved with `tokenizer` beside it (the default model's, vocab 49152): a local model folder."""
+    build(name, vocab=len(tokenizer), seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
