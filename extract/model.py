@@ -12,7 +12,8 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +33,10 @@ class ModelError(ValueError):
     """The model cannot be found or loaded; the message says what to do."""
 
 
+class ArchitectureError(ModelError):
+    """The model's attention or cache is not per-layer keys and values this project reads; says which and why."""
+
+
 @dataclass
 class Loaded:
     model: torch.nn.Module
@@ -42,20 +47,39 @@ class Loaded:
     device: str
     dtype: str
     attn_impl: str
+    layers: list = field(default_factory=list)  # extract.capture.LayerInfo per layer, from the load-time probe
 
     @property
     def max_positions(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
 
 
+def is_local(model: str) -> bool:
+    """A path (absolute, relative with ./ or ~, or an existing file or folder) rather than a hub id."""
+    return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
+
+
+def local_path(model: str) -> Path:
+    return Path(model).expanduser().resolve()
+
+
 def model_slug(model: str) -> str:
-    """The short name stored in tables: last path component, unsafe characters replaced."""
+    """The short name stored in tables and partitions: a hub id's last component; a local model's folder name
+    plus a hash of its absolute path, so two folders called `final` never share a partition."""
     if model == DEFAULT_MODEL:
         return "SmolLM2-135M-Instruct"
     base = Path(model.rstrip("/")).name or model
     if base.endswith(".gguf"):
         base = base[: -len(".gguf")]
-    return "".join(c if c.isalnum() or c in "._+-" else "-" for c in base).strip(".-") or "model"
+    slug = "".join(c if c.isalnum() or c in "._+-" else "-" for c in base).strip(".-") or "model"
+    if is_local(model):
+        slug += "-" + hashlib.sha256(str(local_path(model)).encode()).hexdigest()[:6]
+    return slug
+
+
+def model_source(model: str) -> str:
+    """What `runs.model_source` records: the hub id, or a local model's absolute path."""
+    return str(local_path(model)) if model != DEFAULT_MODEL and is_local(model) else model
 
 
 def pick_device(device: str | None = None) -> str:
@@ -75,12 +99,14 @@ def pick_dtype(device: str, dtype: str | None = None) -> torch.dtype:
     return torch.float32
 
 
-def pick_attn(device: str, attn: str | None = None) -> str:
+def pick_attn(device: str, attn: str | None = None) -> str | None:
+    """The attention implementation to ask for: flash attention on a GPU that has it, else None, which lets
+    transformers pick the model's default (sdpa where the model supports it, eager otherwise: Gemma2, gpt-oss)."""
     if attn and attn != "auto":
         return attn
     if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
-    return "sdpa"
+    return None
 
 
 def check_device(device: str) -> None:
@@ -162,13 +188,66 @@ def gguf_dir() -> Path:
 
 
 def _file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """Revision of a local file: sha256 of its first and last 4 MiB and its size (fast, stable)."""
+    """Revision of the embedded GGUF: sha256 of its first and last 4 MiB and its size (a versioned wheel)."""
     h = hashlib.sha256(str(path.stat().st_size).encode())
     with path.open("rb") as fh:
         h.update(fh.read(chunk))
         fh.seek(max(0, path.stat().st_size - chunk))
         h.update(fh.read(chunk))
     return h.hexdigest()[:16]
+
+
+def _content_hashes() -> Path:
+    return config.cache_dir() / "content-hashes.json"
+
+
+RACY_NS = 2_000_000_000  # a file written this close before it was hashed may change again within one mtime tick
+
+
+def file_sha256(path: Path, known: dict) -> str:
+    """sha256 of a file's bytes, remembered in `known` by (size, mtime, inode): ~1.6 GB/s once, then free. As git
+    does with its index, a file hashed within 2 s of its last write is hashed again next time (a rewrite inside
+    the same timestamp tick would otherwise look unchanged)."""
+    st = path.stat()
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    hit = known.get(str(path))
+    if hit and len(hit) == 5 and hit[:3] == stamp and hit[4] - st.st_mtime_ns > RACY_NS:
+        return hit[3]
+    now = time.time_ns()
+    with path.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    known[str(path)] = [*stamp, digest, now]
+    return digest
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def local_revision(path: Path) -> str:
+    """Revision of a local model: a hash of every file's relative name and content (weights, config and
+    tokenizer; hidden files aside), so weights re-saved into the same folder are a new revision, a new run id.
+    File hashes are remembered between processes (KVW_CACHE/content-hashes.json): only changed files are read."""
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
+    store = _content_hashes()
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(path) if f != path else f.name}\0{file_sha256(f, known)}\n".encode())
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_name(f".{store.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, store)
+    except OSError as err:  # a read-only cache costs a rehash next time, nothing else
+        log.warning("could not remember file hashes in %s: %s", store, err)
+    return f"sha256-{h.hexdigest()[:16]}"
 
 
 def converted_gguf() -> tuple[Path, str]:
@@ -203,8 +282,11 @@ def converted_gguf() -> tuple[Path, str]:
 def load(
     model: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None, attn: str | None = None
 ) -> Loaded:
-    """Load tokenizer and model in eval mode on the chosen device."""
+    """Load tokenizer and model in eval mode on the chosen device, then probe it (extract.capture.probe): a
+    model whose cache or attention this project cannot read is refused here, before any sample."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from extract import capture
 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
@@ -213,15 +295,25 @@ def load(
         path, revision = converted_gguf()
         source = f"gguf://{GGUF_PACKAGE}/{GGUF_FILE}"
     else:
-        path, source, revision = model, model, ""
+        path, source, revision = model, model_source(model), ""
+        if is_local(model) and local_path(model).exists():
+            revision = local_revision(local_path(model))
     try:
         tok = AutoTokenizer.from_pretrained(path)
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attn_impl)
-    except (OSError, ValueError) as err:  # no weights, no tokenizer: the same on every attempt
+    except (OSError, ValueError) as err:  # no weights, no tokenizer, an attention the model refuses: every attempt
         raise ModelError(f"cannot load model {model!r}: {err}") from err
     lm.to(dev).eval()
+    try:
+        layers = capture.probe(lm)
+    except ArchitectureError:
+        raise
+    except Exception as err:  # the probe is the first forward pass: whatever fails here fails on every sample
+        raise ArchitectureError(f"{type(lm).__name__}: a {16}-token probe forward failed: {err!r}") from err
     revision = revision or str(getattr(lm.config, "_commit_hash", None) or "local")
-    return Loaded(lm, tok, model_slug(model), source, revision, dev, str(torch_dtype).removeprefix("torch."), attn_impl)
+    impl = str(lm.config._attn_implementation or "eager")
+    name = model_slug(model)
+    return Loaded(lm, tok, name, source, revision, dev, str(torch_dtype).removeprefix("torch."), impl, layers)
 
 
 @lru_cache(maxsize=8)
@@ -244,8 +336,14 @@ def cache_of(out) -> object:
 
 
 @lru_cache(maxsize=2)
+def _load_cached(model: str, device: str | None, dtype: str | None, attn: str | None, revision: str) -> Loaded:
+    return load(model, device, dtype, attn)
+
+
 def load_cached(
     model: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None, attn: str | None = None
 ) -> Loaded:
-    """One load per process and configuration: tasks of one flow run share the model."""
-    return load(model, device, dtype, attn)
+    """One load per process, configuration and local revision: tasks of one flow run share the model, and a
+    long-lived process (`python -m flows.serve`) reloads a local folder whose files changed."""
+    local = model != DEFAULT_MODEL and is_local(model) and local_path(model).exists()
+    return _load_cached(model, device, dtype, attn, local_revision(local_path(model)) if local else "")

@@ -170,10 +170,18 @@ def run_columns(parameters: dict, prev: dict | None) -> dict:
     }
 
 
+def write_layers(store: Store, loaded: Loaded, run_id: str) -> None:
+    """The run's `layers` rows (how each layer attends, from the load-time probe); the same on every rewrite."""
+    rows = [{"run_id": run_id, "model": loaded.name, **asdict(info)} for info in loaded.layers]
+    store.write("layers", pa.Table.from_pylist(rows, schema=schemas.LAYERS.schema), "layers")
+
+
 def write_run(
     store: Store, loaded: Loaded, run_id: str, parameters: dict, started_at: datetime, seconds: float
 ) -> dict:
     """Upsert the run's row: totals are recounted from the files, so they are right after any crash."""
+    if getattr(loaded, "layers", None):  # a fan-out parent has no model: its shards wrote the layers
+        write_layers(store, loaded, run_id)
     samples, tokens = 0, 0
     files = store.files("samples", model=loaded.name, run_id=run_id)
     if files:

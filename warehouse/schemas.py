@@ -73,6 +73,26 @@ RUNS = Table(
     partitions=("model", "run_id"),
 )
 
+LAYERS = Table(
+    "layers",
+    _schema(
+        ("run_id", _STR),
+        ("model", _STR),
+        ("layer", _I16),
+        ("attention", _STR),  # full | sliding: a sliding layer's query at p sees keys p - sliding_window < t <= p
+        ("sliding_window", _I32),  # NULL for a full layer
+        ("query_heads", _I16),
+        ("kv_heads", _I16),
+        ("head_dim", _I16),
+        ("scaling", _F32),  # the logit scale the layer uses (1/sqrt(head_dim), or the model's own)
+        ("softcap", _F32),  # attention logits -> softcap * tanh(logits / softcap) (Gemma2); NULL: none
+        ("sinks", pa.bool_()),  # per-head attention sinks take softmax mass (gpt-oss)
+    ),
+    grain="one row per (run_id, layer): how each layer attends, as read at transformers' attention interface",
+    key=("run_id", "layer"),
+    partitions=("model", "run_id"),
+)
+
 SAMPLES = Table(
     "samples",
     _schema(
@@ -286,9 +306,11 @@ QUALITY = Table(
         ("kl", pa.float64()),  # mean KL(full || evicted) of next-token distributions over the answer
         ("kl_continuation", pa.float64()),  # ... over the full cache's greedy answer, teacher-forced (all steps)
         ("continuation_tokens", _I32),  # tokens of that greedy answer (prediction_full, EOS included)
-        ("kept_tokens", _I32),  # per KV head, averaged when per-head
+        ("kept_tokens", _I32),  # per KV head of an evicted layer: kept prompt positions (+ those fed after eviction)
+        ("evicted_layers", _I16),  # layers the keep-set applied to; the others are sliding layers that keep their
+        #                            window, as the model does (transform/evict.py); NULL in rows before 2026-12
         ("n_tokens", _I32),  # cache length before eviction
-        ("kv_bytes_kept", pa.int64()),
+        ("kv_bytes_kept", pa.int64()),  # K/V bytes every layer holds when decoding starts (sliding: its window)
         ("kv_bytes_full", pa.int64()),
         ("decode_seconds", pa.float64()),  # evict + feed the rest + greedy decode, its share of a batched decode
         ("decode_seconds_full", pa.float64()),  # the same with the full cache
@@ -452,7 +474,7 @@ DEMO_HEAD_STATS = Table(
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        *(RUNS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, NEEDLES, POLICIES, RANKINGS, QUALITY),
+        *(RUNS, LAYERS, SAMPLES, TOKENS, TOKEN_STATS, LAYER_STATS, KV, SKIPPED, NEEDLES, POLICIES, RANKINGS, QUALITY),
         *(DEMO_TOKENS, DEMO_PROJECTIONS, DEMO_ATTENTION, DEMO_DECODE, DEMO_PREFIX),
         *(DEMO_CACHE_ATTENTION, DEMO_TIMING, DEMO_HEAD_STATS),
     )

@@ -60,8 +60,10 @@ def test_any_local_model_path_loads(tmp_path, smol):
     LlamaForCausalLM(tiny_llama_config(vocab_size=49152)).save_pretrained(path)
     smol.tokenizer.save_pretrained(path)
     loaded = models.load(str(path), "cpu", "float32", "sdpa")
-    assert loaded.name == "my-tiny-llama" and loaded.source == str(path)
+    assert loaded.name.startswith("my-tiny-llama-") and loaded.source == str(path.resolve())
     assert loaded.model.config.num_hidden_layers == 2 and loaded.attn_impl == "sdpa"
+    assert loaded.revision.startswith("sha256-") and [x.attention for x in loaded.layers] == ["full", "full"]
+    assert models.load(str(path), "cpu", "float32").attn_impl == "sdpa"  # auto: transformers' default for Llama
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
@@ -71,15 +73,35 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 def test_model_slugs_are_path_safe():
     assert models.model_slug("meta-llama/Meta-Llama-3-8B-Instruct") == "Meta-Llama-3-8B-Instruct"
-    assert models.model_slug("/models/x y/") == "x-y"
     assert models.model_slug(models.DEFAULT_MODEL) == "SmolLM2-135M-Instruct"
+    # a local folder: its name plus a hash of its absolute path, so two folders of one name never share a partition
+    slug = models.model_slug("/models/x y/")
+    assert slug.startswith("x-y-") and len(slug) == len("x-y-") + 6
+    assert models.model_slug("/elsewhere/x y") != slug and models.model_slug("/models/x y") == slug
+
+
+def test_local_revision_covers_the_weights_and_is_remembered(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVW_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"a" * 1000)
+    (tmp_path / "m" / ".git").mkdir()
+    (tmp_path / "m" / ".git" / "HEAD").write_text("x")
+    first = models.local_revision(tmp_path / "m")
+    assert first == models.local_revision(tmp_path / "m")  # stable
+    known = (tmp_path / "cache" / "content-hashes.json").read_text()
+    assert str(tmp_path / "m" / "model.safetensors") in known  # recorded: once 2 s old, it is not read again
+    (tmp_path / "m" / ".git" / "HEAD").write_text("y")
+    assert models.local_revision(tmp_path / "m") == first  # hidden files do not count
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"b" * 1000)  # same size, other bytes
+    assert models.local_revision(tmp_path / "m") != first
 
 
 def test_auto_choices_on_this_machine():
     dev = models.pick_device("auto")
     assert dev == ("cuda" if torch.cuda.is_available() else "cpu")
     if dev == "cpu":
-        assert models.pick_dtype(dev) == torch.float32 and models.pick_attn(dev) == "sdpa"
+        assert models.pick_dtype(dev) == torch.float32 and models.pick_attn(dev) is None  # the model's default
     with pytest.raises(models.ModelError, match="dtype 'float8'"):
         models.pick_dtype("cpu", "float8")
 
