@@ -49,8 +49,8 @@ def make_plan(store: Store, policies, budgets, setting, run_id, model, tasks, li
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=retryable, cache_policy=NO_CACHE)
-def load_model(plan: er.Plan, device: str):
-    return er.load_model(plan.run, device)
+def load_model(plan: er.Plan, device: str, attn: str = "auto"):
+    return er.load_model(plan.run, device, None if attn == "auto" else attn)
 
 
 @task(cache_policy=NO_CACHE)
@@ -64,7 +64,8 @@ def rank(store: Store, plan: er.Plan, overwrite: bool):
     return er.materialize_keep(store, plan, overwrite)
 
 
-@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="{sample.task}/{sample.sample_id}")
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=retryable, cache_policy=NO_CACHE,
+      task_run_name="{sample.task}/{sample.sample_id}")  # fmt: skip
 def evaluate_sample(
     store: Store, loaded, plan: er.Plan, sample: Sample, reader: er.KeepReader, writer: QualityWriter
 ) -> er.SampleOutcome:
@@ -113,6 +114,7 @@ def evaluate(
     data_dir: str | None = None,  # LongBench folder; default: the run's
     output: str | None = None,  # a folder holding data/ and kv.duckdb; default warehouse/
     device: str = "auto",
+    attn: str = "auto",  # attention implementation; auto: the one the extraction ran (runs.attn_impl)
     work_pool: str | None = None,  # fan shards out to this pool's workers (`kvw deploy --pool`); None: in-process
     shard_size: int = DEFAULT_SHARD_SIZE,  # samples per shard (one task each) when `work_pool` is set
 ):
@@ -141,7 +143,7 @@ def evaluate(
     if plan.pending:
         loaded = None
         if not work_pool:  # with a pool, each shard checks its prompts before it writes quality rows
-            loaded = load_model(plan, device)
+            loaded = load_model(plan, device, attn)
             check_prompts(loaded, plan, data_dir)
         ranked = rank(store, plan, overwrite)
         log.info("ranked %d (sample, ranking, setting) in %d SQL pass(es), %.1fs", ranked.samples,
@@ -149,7 +151,7 @@ def evaluate(
         if work_pool:
             shard_params = dict(policies=policies, budgets=budgets, setting=setting, run_id=plan.run.run_id,
                                 limit=limit, overwrite=overwrite, max_new_tokens=max_new_tokens, data_dir=data_dir,
-                                output=output, device=device)  # fmt: skip
+                                output=output, device=device, attn=attn)  # fmt: skip
             # overwrite rewrites a task's older files: one shard per task, so no two shards rewrite the same file
             size = max(len(plan.samples), 1) if overwrite else shard_size
             shards = [s for s in make_shards(counts_by_task(s.task for s in plan.samples), size)
@@ -205,6 +207,7 @@ def evaluate_shard(
     data_dir: str | None = None,
     output: str | None = None,
     device: str = "auto",
+    attn: str = "auto",
 ):
     """One shard of an `evaluate` run on a pool worker: decode samples start..stop-1 of `task` under every
     policy. Idempotent: finished (sample, policy, setting) rows are skipped, so a resubmitted shard finishes
@@ -223,7 +226,7 @@ def evaluate_shard(
              os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
     outcomes = _all_done(plan, mine)
     if plan.pending:
-        loaded = load_model(plan, device)
+        loaded = load_model(plan, device, attn)
         check_prompts(loaded, plan, data_dir)
         rank(store, plan, False)  # the parent ranked: this only fills what is missing
         outcomes = evaluate_all(store, loaded, plan, mine, overwrite)

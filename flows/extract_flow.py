@@ -32,6 +32,7 @@ from extract.run import (
     process_sample,
     record_skip,
     summary_markdown,
+    write_layers,
     write_run,
 )
 from extract.sample import StatsConfig
@@ -54,7 +55,8 @@ def load_model(model: str, device: str, dtype: str, attn: str) -> models.Loaded:
     return models.load_cached(model, device, dtype, attn)
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="{sample.task}/{sample.sample_id}")
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retryable, cache_policy=NO_CACHE,
+      task_run_name="{sample.task}/{sample.sample_id}")  # fmt: skip
 def extract_sample(
     store: Store,
     loaded: models.Loaded,
@@ -284,6 +286,7 @@ def extract_shard(
     max_tok = effective_max_tokens(loaded, max_tokens)
     run_id = make_run_id(loaded, max_tok, cfg, run_name)
     store = Store(config.locations(output)[0])
+    write_layers(store, loaded, run_id)
     log.info("shard %s of run %s: %d samples, %d bad records, torch threads %s, CUDA_VISIBLE_DEVICES=%r",
              shard.name, run_id, len(samples), len(skips), threads,
              os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip

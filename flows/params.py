@@ -12,12 +12,24 @@ def as_list(value: list | str | None) -> list | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def retryable(task, task_run, state) -> bool:
-    """Prefect `retry_condition_fn` of the model loads: a ModelError (no such model, no CUDA, a bad dtype)
-    fails the same way on every attempt, so only other errors (a flaky disk, a hub hiccup) are retried."""
-    from extract.model import ModelError
+def transient(err: BaseException | None) -> bool:
+    """Can a second attempt succeed? Only for I/O (a flaky disk, an object store or hub hiccup: OSError, which
+    covers timeouts and connection errors) and memory that other work may free. Everything else (a bad model or
+    parameter, an unsupported architecture, a shape error in the model) fails the same way every time."""
+    import torch
 
-    return not isinstance(state.data, ModelError)
+    return isinstance(err, OSError | MemoryError | torch.cuda.OutOfMemoryError)
+
+
+def retryable(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn` of the model loads and per-sample tasks: retry only a transient error."""
+    try:
+        err = state.result(raise_on_failure=False)
+    except Exception as exc:  # the result could not be read back: treat it as what it raised
+        err = exc
+    if not isinstance(err, BaseException):
+        err = getattr(state, "data", None)
+    return transient(err) if isinstance(err, BaseException) else True
 
 
 def check_before_work(output: str | None, model: str | None, device: str, dtype: str | None = None) -> None:

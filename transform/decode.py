@@ -61,6 +61,8 @@ class Prefix:
     logits: torch.Tensor | None  # next-token logits after the prefix (aware: the first answer token's)
     n_tokens: int  # the whole prompt
     seconds: float
+    horizon: int | None = None  # positions the sample will ever reach (prompt + answer): which sliding layers
+    #                             a keep-set evicts (transform.evict.evicted_layers); None: none of them
 
 
 @dataclass
@@ -78,22 +80,31 @@ def split_point(setting: str, n_tokens: int, context_end: int) -> int:
 
 
 @torch.inference_mode()
-def prefill(model, input_ids: np.ndarray | torch.Tensor, setting: str, context_end: int) -> Prefix:
-    """The one forward pass over the prompt (or its context prefix) that every policy of a sample reuses."""
+def prefill(
+    model, input_ids: np.ndarray | torch.Tensor, setting: str, context_end: int, horizon: int | None = None
+) -> Prefix:
+    """The one forward pass over the prompt (or its context prefix) that every policy of a sample reuses.
+
+    The cache is built from the model's config, so its layers have the model's types (sliding or full).
+    `horizon`: the prompt's length plus the most tokens that will be decoded or teacher-forced after it.
+    """
     ids = torch.as_tensor(np.asarray(input_ids), dtype=torch.long)
     n = int(ids.shape[-1])
     p = split_point(setting, n, context_end)
-    cache = DynamicCache()
+    cache = DynamicCache(config=model.config)
     t0 = time.perf_counter()
     logits = forward(model, ids[:p], cache, 0)[-1]
     seconds = time.perf_counter() - t0
-    return Prefix(setting, cache, p, ids[p:], logits if p == n else None, n, seconds)
+    return Prefix(setting, cache, p, ids[p:], logits if p == n else None, n, seconds, horizon)
 
 
 @torch.inference_mode()
 def resume(model, prefix: Prefix, keep: np.ndarray | None) -> State:
     """Evict a copy of the prefix cache to `keep` (None = keep all), feed the rest of the prompt, ready to decode."""
-    cache = copy_cache(prefix.cache) if keep is None else evict(prefix.cache, restrict(keep, prefix.length))
+    if keep is None:
+        cache = copy_cache(prefix.cache)
+    else:
+        cache = evict(prefix.cache, restrict(keep, prefix.length), prefix.horizon)
     logits = forward(model, prefix.rest, cache, prefix.length)[-1] if len(prefix.rest) else prefix.logits
     return State(cache, logits, prefix.n_tokens)
 

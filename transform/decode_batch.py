@@ -23,7 +23,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from transform.decode import Prefix, forward_batch
-from transform.evict import KeepSetError, gather, restrict
+from transform.evict import KeepSetError, LayerData, gather, make_cache, make_layer, restrict, seen_of, window_of
 
 ROOM = 128  # positions of spare room a batch cache grows by at a time
 
@@ -63,18 +63,26 @@ class RoomyLayer(DynamicLayer):
         self._views()
 
 
-def stack(rows: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]]) -> DynamicCache:
-    """One cache whose batch rows are the given per-layer (keys, values) [1, H, K, D], all of the same length K."""
-    lengths = sorted({k.shape[2] for row in rows for k, _ in row})
-    if len(lengths) != 1:
-        raise KeepSetError(f"caches of one batch need the same length, got lengths {lengths}")
-    cache = DynamicCache(ddp_cache_data=[(None, None)] * len(rows[0]))
+def stack(rows: Sequence[Sequence[LayerData]]) -> DynamicCache:
+    """One cache whose batch rows are the given per-layer data [1, H, n, D] (transform.evict.LayerData); a layer
+    holds the same count in every row. Full layers get spare room (RoomyLayer); sliding ones keep their type."""
+    layers = []
     for i in range(len(rows[0])):
-        layer = RoomyLayer(len(rows), rows[0][i][0], lengths[0])
-        for b, row in enumerate(rows):
-            layer._keys[b, :, : lengths[0]], layer._values[b, :, : lengths[0]] = row[i][0][0], row[i][1][0]
-        cache.layers[i] = layer
-    return cache
+        parts = [row[i] for row in rows]
+        lengths = sorted({p.keys.shape[2] for p in parts})
+        if len(lengths) != 1:
+            raise KeepSetError(f"caches of one batch need the same length, got lengths {lengths} in layer {i}")
+        first = parts[0]
+        if first.window is None:
+            layer = RoomyLayer(len(rows), first.keys, lengths[0])
+            for b, p in enumerate(parts):
+                layer._keys[b, :, : lengths[0]], layer._values[b, :, : lengths[0]] = p.keys[0], p.values[0]
+        else:
+            keys = torch.cat([p.keys for p in parts]) if len(parts) > 1 else first.keys
+            values = torch.cat([p.values for p in parts]) if len(parts) > 1 else first.values
+            layer = make_layer(LayerData(keys, values, first.window, first.seen))
+        layers.append(layer)
+    return make_cache(layers)
 
 
 @dataclass
@@ -114,8 +122,10 @@ def resume_batch(model, prefix: Prefix, keeps: Sequence[np.ndarray | None], rows
     labels = list(range(len(keeps))) if rows is None else list(rows)
     if len(labels) != len(keeps):
         raise ValueError(f"{len(labels)} row labels for {len(keeps)} keep-sets")
-    full = [(layer.keys, layer.values) for layer in prefix.cache.layers]
-    cache = stack([full if k is None else gather(prefix.cache, restrict(k, prefix.length)) for k in keeps])
+    full = [LayerData(x.keys, x.values, window_of(x), seen_of(x)) for x in prefix.cache.layers]
+    cache = stack(
+        [full if k is None else gather(prefix.cache, restrict(k, prefix.length), prefix.horizon) for k in keeps]
+    )
     n = len(keeps)
     if len(prefix.rest):
         logits = forward_batch(model, prefix.rest[None].expand(n, -1), cache, prefix.length)[:, -1]
@@ -128,7 +138,9 @@ def select(batch: Batch, idx: Sequence[int]) -> Batch:
     """An independent copy of some rows (by place in the batch): decoding and teacher forcing extend a cache."""
     idx = list(idx)
     layers = batch.cache.layers
-    cache = stack([[(layer.keys[i : i + 1], layer.values[i : i + 1]) for layer in layers] for i in idx])
+    cache = stack(
+        [[LayerData(x.keys[i : i + 1], x.values[i : i + 1], window_of(x), seen_of(x)) for x in layers] for i in idx]
+    )
     return Batch(cache, batch.logits[idx], batch.position, [batch.rows[i] for i in idx])
 
 

@@ -29,7 +29,7 @@ from extract.longbench import LongBench, read_task
 from extract.longbench import Sample as Record
 from extract.prompts import build_prompt
 from transform import decode, decode_batch, metrics
-from transform.evict import kv_bytes, restrict
+from transform.evict import evicted_layers, held, kv_bytes, restrict
 from transform.samples import Sample
 from warehouse import schemas
 from warehouse.store import Store
@@ -185,17 +185,23 @@ def evaluate_sample(
     metric = metrics.metric_name(sample.task)
     rows = []
     for setting in settings:
-        prefix = decode.prefill(model, sample.token_ids, setting, sample.context_end)
-        L = len(prefix.cache.layers)
+        horizon = sample.n_tokens + sample.max_new_tokens  # the farthest position decoding or forcing reaches
+        prefix = decode.prefill(model, sample.token_ids, setting, sample.context_end, horizon)
         _, H, _, D = prefix.cache.layers[0].keys.shape
         elsize = prefix.cache.layers[0].keys.element_size()
+        rest = sample.n_tokens - prefix.length
+        bytes_full = kv_bytes(1, H, sum(held(prefix.cache, None, horizon, rest)), D, elsize)
+        n_evicted = sum(evicted_layers(prefix.cache, horizon))
         (full,) = _run(model, tok, prefix, [None], sample, stops, answer)
         reference = Reference(full.logprobs, full.tokens, full.continuation_logprobs)
         score_full = metrics.score(sample.task, full.prediction, sample.answers, sample.all_classes)
         keeps = [keep_for(sample, policy, setting) for policy in policies]
         outcomes = _run(model, tok, prefix, keeps, sample, stops, answer, reference)
         for policy, keep, got in zip(policies, keeps, outcomes, strict=True):
-            kept = restrict(keep, prefix.length).shape[2] + (sample.n_tokens - prefix.length)
+            k = restrict(keep, prefix.length).shape[2]
+            positions = held(prefix.cache, k, horizon, rest)
+            # per head of an evicted layer; where every layer slides past its window, what each layer holds
+            kept = k + rest if n_evicted else round(sum(positions) / len(positions))
             rows.append(
                 {
                     "run_id": sample.run_id,
@@ -215,8 +221,9 @@ def evaluate_sample(
                     "continuation_tokens": full.new_tokens,
                     "kept_tokens": kept,
                     "n_tokens": sample.n_tokens,
-                    "kv_bytes_kept": kv_bytes(L, H, kept, D, elsize),
-                    "kv_bytes_full": kv_bytes(L, H, sample.n_tokens, D, elsize),
+                    "evicted_layers": n_evicted,
+                    "kv_bytes_kept": kv_bytes(1, H, sum(positions), D, elsize),
+                    "kv_bytes_full": bytes_full,
                     "decode_seconds": got.seconds,
                     "decode_seconds_full": full.seconds,
                     "prefill_seconds": prefix.seconds,

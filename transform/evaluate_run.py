@@ -51,6 +51,8 @@ class RunInfo:
     max_tokens: int
     data_dir: str | None  # the last LongBench folder the run read; each sample records its own (source_dir)
     dtype: str
+    attn_impl: str | None = None  # the attention implementation extraction ran (evaluate loads the same)
+    revision: str | None = None  # the weights' revision at extraction: evaluate refuses other weights
 
 
 def resolve_run(con, model: str | None = None, run_id: str | None = None) -> RunInfo:
@@ -66,20 +68,24 @@ def resolve_run(con, model: str | None = None, run_id: str | None = None) -> Run
             )
         run_id = row[0]
     row = con.execute(
-        "SELECT model, parameters, dtype, max_tokens_effective FROM runs WHERE run_id = ?", [run_id]
+        "SELECT model, parameters, dtype, max_tokens_effective, attn_impl, model_revision, model_source FROM runs "
+        "WHERE run_id = ?",
+        [run_id],
     ).fetchone()
     if row is None:
         known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY finished_at DESC").fetchall()]
         raise EvaluationError(f"unknown run_id {run_id!r}; runs: {', '.join(known) or 'none'}")
-    slug, params, dtype, max_tokens = row
+    slug, params, dtype, max_tokens, attn_impl, revision, source = row
     params = json.loads(params or "{}")
     if model is not None and models.model_slug(model) != slug:
         raise EvaluationError(f"run {run_id} extracted model {slug!r}, not {models.model_slug(model)!r}")
     max_tokens = max_tokens or params.get("max_tokens_effective") or params.get("max_tokens")  # older runs: JSON
     if not max_tokens:
         raise EvaluationError(f"run {run_id} records no max_tokens: cannot rebuild its prompts")
-    return RunInfo(run_id, slug, model or params.get("model") or models.DEFAULT_MODEL, int(max_tokens),
-                   params.get("data_dir"), dtype or "auto")  # fmt: skip
+    # a local model is reloaded from the absolute path extraction recorded, whatever the current folder
+    recorded = source if source and not source.startswith("gguf://") else params.get("model")
+    return RunInfo(run_id, slug, model or recorded or models.DEFAULT_MODEL, int(max_tokens),
+                   params.get("data_dir"), dtype or "auto", attn_impl, revision)  # fmt: skip
 
 
 def _spec(spec: str | dict) -> tuple[str, dict]:
@@ -267,7 +273,19 @@ def evaluate_one(store: Store, loaded, p: Plan, sample: Sample, reader: KeepRead
 
 
 def load_model(run: RunInfo, device: str | None = None, attn: str | None = None):
-    return models.load_cached(run.load_as, device, run.dtype, attn)
+    """The model as extraction loaded it: its dtype and attention implementation (`attn` overrides; a Gemma2
+    run extracted with eager is evaluated with eager), and the same weights: a local model whose files changed
+    since extraction would decode new weights against old statistics, so it is refused."""
+    on_gpu = models.pick_device(device).startswith("cuda")
+    if attn is None and not (run.attn_impl and "flash" in run.attn_impl and not on_gpu):
+        attn = run.attn_impl  # (a GPU run's flash attention does not exist on a CPU: the model's default there)
+    loaded = models.load_cached(run.load_as, device, run.dtype, attn)
+    if run.revision and loaded.revision != run.revision:
+        raise EvaluationError(
+            f"run {run.run_id} was extracted from {run.load_as} at revision {run.revision}; it is now at "
+            f"{loaded.revision} (its files changed): extract it again (a new run id) and evaluate that run"
+        )
+    return loaded
 
 
 def evaluate(

@@ -1,28 +1,74 @@
 """Apply a keep-set to a live transformers `DynamicCache`: gather the kept positions of every layer and KV head.
 
-A keep-set is an int array [layers, kv_heads, K] of sorted cache positions, the same count K for every head
+A keep-set is an int array [layers, kv_heads, K] of sorted prompt positions, the same count K for every head
 (what `transform.keep.keep_sets` returns). Positions shared by every head are sliced with `index_select`;
 per-head sets are gathered head by head with `torch.gather`. Keys are cached after RoPE, so a kept key keeps
 its original rotation: new tokens must be fed at their ORIGINAL absolute positions (see transform.decode).
+
+Layer types are kept: a rebuilt cache has a sliding-window layer wherever the model's has one. Which layers a
+keep-set evicts (`evicted_layers`): every full-attention layer, and a sliding layer whose window the sample
+never outgrows (prompt + answer fit in it: the layer then attends like a full one, and evicting it is exact).
+A sliding layer whose window does slide during the sample keeps what the model keeps, its last window - 1
+positions, as kvpress leaves Gemma3's sliding layers uncompressed: the window is the model's own eviction,
+and the layer's memory is bounded by it whatever the prompt's length.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 
 class KeepSetError(ValueError):
     """A keep-set does not fit the cache it is applied to."""
 
 
+@dataclass
+class LayerData:
+    """What one rebuilt cache layer holds: keys/values [B, H_kv, n, D], its window, and positions it has seen."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    window: int | None = None  # a sliding layer's window; None: full attention
+    seen: int = 0  # a sliding layer's cumulative length (what its masks count from); ignored for full layers
+
+
+def window_of(layer) -> int | None:
+    return int(layer.sliding_window) if getattr(layer, "is_sliding", False) else None
+
+
+def seen_of(layer) -> int:
+    """Positions a layer has been fed (a sliding layer holds fewer)."""
+    return int(layer.get_seq_length())
+
+
+def make_layer(data: LayerData) -> DynamicLayer:
+    """A cache layer of the right type holding `data`: DynamicLayer, or DynamicSlidingWindowLayer with its count."""
+    layer = DynamicLayer() if data.window is None else DynamicSlidingWindowLayer(sliding_window=data.window)
+    layer.lazy_initialization(data.keys, data.values)
+    layer.keys, layer.values = data.keys, data.values
+    if data.window is not None:
+        layer.cumulative_length = data.seen
+    return layer
+
+
+def make_cache(layers: list) -> DynamicCache:
+    """A DynamicCache of the given (already built) layers."""
+    cache = DynamicCache(ddp_cache_data=[(None, None)] * len(layers))
+    cache.layers[:] = layers
+    return cache
+
+
 def cache_shape(cache: DynamicCache) -> tuple[int, int, int, int]:
-    """(layers, kv_heads, seq_len, head_dim) of a batch-1 cache."""
+    """(layers, kv_heads, prompt positions seen, head_dim) of a batch-1 cache."""
     k = cache.layers[0].keys
     if k.shape[0] != 1:
         raise KeepSetError(f"eviction works on batch-1 caches, got batch {k.shape[0]}")
-    return len(cache.layers), k.shape[1], k.shape[2], k.shape[3]
+    return len(cache.layers), k.shape[1], max(seen_of(x) for x in cache.layers), k.shape[3]
 
 
 def kv_bytes(n_layers: int, n_kv_heads: int, n_positions: float, head_dim: int, element_size: int) -> int:
@@ -35,12 +81,10 @@ def cache_bytes(cache: DynamicCache) -> int:
 
 
 def copy_cache(cache: DynamicCache) -> DynamicCache:
-    """An independent copy: decoding appends to a cache in place, so each policy decodes its own copy.
-
-    `DynamicLayer.update` concatenates onto an empty tensor, so the new cache owns fresh storage
-    (checked in tests/transform/test_evict.py).
-    """
-    return DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in cache.layers])
+    """An independent copy with fresh storage: decoding appends to a cache, so each policy decodes its own."""
+    return make_cache(
+        [make_layer(LayerData(x.keys.clone(), x.values.clone(), window_of(x), seen_of(x))) for x in cache.layers]
+    )
 
 
 def check_keep(keep: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
@@ -73,34 +117,61 @@ def restrict(keep: np.ndarray, length: int) -> np.ndarray:
     return keep[mask].reshape(keep.shape[0], keep.shape[1], int(counts.flat[0]))
 
 
-def evict(cache: DynamicCache, keep: np.ndarray) -> DynamicCache:
-    """A compacted copy of `cache` holding only the kept positions of each (layer, kv_head); `cache` is unchanged."""
-    return DynamicCache(ddp_cache_data=gather(cache, keep))
+def evicted_layers(cache: DynamicCache, horizon: int | None = None) -> list[bool]:
+    """Which layers a keep-set applies to (module docstring). `horizon`: the positions the sample will ever
+    reach (prompt + answer); None = unknown, so every sliding layer keeps its window."""
+    out = []
+    for layer in cache.layers:
+        window = window_of(layer)
+        out.append(window is None or (horizon is not None and window >= horizon))
+    return out
 
 
-def gather(cache: DynamicCache, keep: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The kept (keys, values) of every layer, [1, H_kv, K, D] each: what `evict` builds its cache from."""
+def gather(cache: DynamicCache, keep: np.ndarray, horizon: int | None = None) -> list[LayerData]:
+    """The kept keys and values of every layer, [1, H_kv, K, D] each: what `evict` builds its cache from.
+    Layers that `evicted_layers` leaves alone come back as they are."""
     keep = check_keep(keep, cache_shape(cache))
     device = cache.layers[0].keys.device
+    evicted = evicted_layers(cache, horizon)
     shared = bool((keep == keep[:1, :1]).all())
+    idx_shared = torch.from_numpy(keep[0, 0]).to(device) if shared else None
+    idx_all = None if shared else torch.from_numpy(keep).to(device)
     data = []
-    if shared:
-        idx = torch.from_numpy(keep[0, 0]).to(device)
-        data = [(layer.keys.index_select(2, idx), layer.values.index_select(2, idx)) for layer in cache.layers]
-    else:
-        idx_all = torch.from_numpy(keep).to(device)
-        for i, layer in enumerate(cache.layers):
+    for i, layer in enumerate(cache.layers):
+        window = window_of(layer)
+        if not evicted[i]:
+            data.append(LayerData(layer.keys, layer.values, window, seen_of(layer)))
+            continue
+        if shared:
+            k, v = layer.keys.index_select(2, idx_shared), layer.values.index_select(2, idx_shared)
+        else:
             idx = idx_all[i][None, :, :, None].expand(1, -1, -1, layer.keys.shape[-1])
-            data.append((layer.keys.gather(2, idx), layer.values.gather(2, idx)))
+            k, v = layer.keys.gather(2, idx), layer.values.gather(2, idx)
+        data.append(LayerData(k, v, window, k.shape[2]))
     return data
 
 
-def evict_(cache: DynamicCache, keep: np.ndarray) -> DynamicCache:
+def evict(cache: DynamicCache, keep: np.ndarray, horizon: int | None = None) -> DynamicCache:
+    """A compacted copy of `cache` holding only the kept positions of each (layer, kv_head); `cache` is unchanged."""
+    return make_cache([make_layer(d) for d in gather(cache, keep, horizon)])
+
+
+def evict_(cache: DynamicCache, keep: np.ndarray, horizon: int | None = None) -> DynamicCache:
     """Compact `cache` in place (the brief's `evict_dynamic_cache_inplace`); returns it."""
-    compact = evict(cache, keep)
-    for layer, new in zip(cache.layers, compact.layers, strict=True):
-        layer.keys, layer.values = new.keys, new.values
+    cache.layers[:] = evict(cache, keep, horizon).layers
     return cache
+
+
+def held(cache: DynamicCache, kept: int | None, horizon: int | None = None, rest: int = 0) -> list[int]:
+    """Positions each layer holds once `rest` more prompt tokens are fed after evicting to `kept` per head
+    (None = keep all): an evicted layer kept + rest, any other what the model keeps (a sliding layer at most
+    its window - 1). What the K/V bytes of a quality row count."""
+    out = []
+    for layer, evicted in zip(cache.layers, evicted_layers(cache, horizon), strict=True):
+        n = (kept if kept is not None and evicted else seen_of(layer)) + rest
+        window = window_of(layer)
+        out.append(n if window is None or (kept is not None and evicted) else min(n, window - 1))
+    return out
 
 
 def keep_all(n_layers: int, n_kv_heads: int, n_tokens: int) -> np.ndarray:

@@ -80,7 +80,7 @@ reasons AS (
 SELECT
     run_id, model, task, category, sample_id, setting, policy_id, policy, label, variant, params, budget,
     budget_unit, per_head, metric,
-    kept_tokens, n_tokens,
+    kept_tokens, n_tokens, evicted_layers,
     kept_tokens::DOUBLE / nullif(n_tokens, 0)                    AS kept_share,
     1 - kv_bytes_kept::DOUBLE / nullif(kv_bytes_full, 0)         AS memory_saved,
     (kv_bytes_full - kv_bytes_kept) / 2^20                       AS mib_saved,
