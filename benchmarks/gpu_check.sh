@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The GPU check: one script that fits in 8 minutes on one H100/H200 (issue 8, part 4). It prints
-#   1. extraction / bare prefill, bf16 + sdpa, a random Llama-3-8B-shaped model, at 4K and 16K tokens: one
-#      sample alone, and 8 samples on 4 threads (prefill serialised, tokenizing and writing overlapped),
-#      with peak GPU memory of each (benchmarks/extract_overhead.py; goal <= 1.05);
-#   2. the one-prefill sweep's speed-up at 8 policies, at 4K and 16K tokens (benchmarks/policy_sweep.py).
+# The GPU check: one script for one H100/H200 (issues 8 and 15). It prints
+#   1. for each shape (--shape, repeatable; default llama3.1-8b qwen2.5-7b gemma2-9b: random weights of the real
+#      shapes, benchmarks/random_model.py), bf16, the model's default attention (sdpa; eager for Gemma2):
+#      extraction / bare prefill at 4K and 16K tokens, one sample alone and 8 samples on 4 threads (prefill
+#      serialised, tokenizing and writing overlapped), with peak GPU memory (benchmarks/extract_overhead.py);
+#   2. for the first shape, the one-prefill sweep's speed-up at 8 policies (benchmarks/policy_sweep.py;
+#      --no-sweep leaves it out).
 # The GPU machine cannot download anything and its transformers (5.17) is older than this project's floor, so
 # the wheels it lacks, a tokenizer and a few LongBench tasks travel in .gpu_bundle/ (git-ignored, ~45 MB).
 # flash-attn has no wheel for that machine: sdpa is what is measured.
 #
 #   benchmarks/gpu_check.sh --prepare    here, with PyPI reachable: fill .gpu_bundle/
-#   benchmarks/gpu_check.sh              there, from the repo root, with .gpu_bundle carried along
-#   benchmarks/gpu_check.sh --smoke      here: the same steps on a tiny random model on the CPU (~1 minute)
+#   benchmarks/gpu_check.sh [--shape S ...] [--lengths "4096 16384"] [--no-sweep]
+#                                        there, from the repo root, with .gpu_bundle carried along
+#   benchmarks/gpu_check.sh --smoke      here: the same steps on tiny random models on the CPU (~1-2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=.gpu_bundle
@@ -36,18 +39,28 @@ if [ "${1:-}" = "--prepare" ]; then
   exit 0
 fi
 
-SHAPE=llama3-8b DEV=cuda DTYPE=bfloat16 LENGTHS="4096 16384" REPEATS=3 TOK="$B/tokenizer"
-if [ "${1:-}" = "--smoke" ]; then
-  PY=${PYTHON:-.venv/bin/python} SHAPE=tiny DEV=cpu DTYPE=float32 LENGTHS="256 512" REPEATS=1
+SHAPES="" DEV=cuda DTYPE=bfloat16 LENGTHS="4096 16384" REPEATS=3 TOK="$B/tokenizer" SWEEP=1 SMOKE=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --shape) SHAPES="$SHAPES $2"; shift ;;
+    --lengths) LENGTHS="$2"; shift ;;
+    --no-sweep) SWEEP=0 ;;
+    *) echo "gpu_check.sh: unknown argument $1 (see the header)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$SMOKE" = 1 ]; then
+  PY=${PYTHON:-.venv/bin/python} SHAPES=${SHAPES:-"tiny tiny-qwen2 tiny-gemma2"} DEV=cpu DTYPE=float32
+  LENGTHS="256 512" REPEATS=1 TOK=""  # the default model's tokenizer
 else
+  SHAPES=${SHAPES:-"llama3.1-8b qwen2.5-7b gemma2-9b"}
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$B"/whl/*.whl
-  export PYTHONPATH=/tmp/site
+  export PYTHONPATH=/tmp/site KVW_LONGBENCH="$PWD/$B/longbench" KVW_CACHE=${KVW_CACHE:-/tmp/kvw-cache}
 fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" KVW_LONGBENCH="$PWD/$B/longbench" PYTHONUNBUFFERED=1
-export KVW_CACHE=${KVW_CACHE:-/tmp/kvw-cache}
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
-
 "$PY" - <<'EOF'
 import platform, torch, transformers, duckdb, pyarrow
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
@@ -55,16 +68,20 @@ print(f"python {platform.python_version()} torch {torch.__version__} transformer
       f"duckdb {duckdb.__version__} pyarrow {pyarrow.__version__}; {gpu}")
 EOF
 
-echo "== 1. extraction vs bare prefill ($SHAPE, $DTYPE, sdpa) =="
-# shellcheck disable=SC2086
-"$PY" benchmarks/extract_overhead.py --random-config "$SHAPE" --tokenizer "$TOK" --device "$DEV" --dtype "$DTYPE" \
-  --attn sdpa --lengths $LENGTHS --repeats "$REPEATS" --pipeline 8 --workers 4 --json "$OUT/extract_overhead.json"
+for SHAPE in $SHAPES; do
+  echo "== 1. extraction vs bare prefill ($SHAPE, $DTYPE, the model's default attention) =="
+  # shellcheck disable=SC2086
+  "$PY" benchmarks/extract_overhead.py --random-config "$SHAPE" --tokenizer "$TOK" --device "$DEV" --dtype "$DTYPE" \
+    --lengths $LENGTHS --repeats "$REPEATS" --pipeline 8 --workers 4 --json "$OUT/extract_overhead-$SHAPE.json"
+done
 
+[ "$SWEEP" = 1 ] || exit 0
+FIRST=$(echo "$SHAPES" | awk '{print $1}')
 for n in $LENGTHS; do
   task=hotpotqa
   [ "$n" -gt 8192 ] && task=narrativeqa  # hotpotqa samples here stop near 14K tokens
-  echo "== 2. one prefill for 8 policies vs 8 prefills, $n tokens ($task) =="
+  echo "== 2. one prefill for 8 policies vs 8 prefills, $n tokens ($task, $FIRST) =="
   # bf16: batched and batch-1 matmuls round differently, so tokens may flip after a near-tie; speed is the point
-  "$PY" benchmarks/policy_sweep.py --random-config "$SHAPE" --tokenizer "$TOK" --device "$DEV" --dtype "$DTYPE" \
+  "$PY" benchmarks/policy_sweep.py --random-config "$FIRST" --tokenizer "$TOK" --device "$DEV" --dtype "$DTYPE" \
     --task "$task" --max-tokens "$n" --max-new-tokens 32 --tolerance 1e9
 done

@@ -47,11 +47,18 @@ def _configs(vocab: int) -> dict[str, tf.PretrainedConfig]:
         ),
         "phi3": tf.Phi3Config(**c(head_dim=None)),  # fused qkv_proj
         "olmo2": tf.Olmo2Config(**c(head_dim=None)),  # q/k norms over the whole projection
+        "gptoss": tf.GptOssConfig(  # attention sinks, sliding + full layers, mixture of experts
+            **c(),
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            sliding_window=WINDOW,
+            layer_types=["sliding_attention", "full_attention"] * 2,
+        ),
     }
 
 
-SUPPORTED = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "phi3", "olmo2")
-EAGER_ONLY = {"gemma2"}  # transformers refuses sdpa for Gemma2 (softcapping)
+SUPPORTED = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "phi3", "olmo2", "gptoss")
+EAGER_ONLY = {"gemma2", "gptoss"}  # transformers refuses sdpa for Gemma2 (softcapping) and gpt-oss (sinks)
 
 
 def hybrid_config(vocab: int = 512) -> tf.PretrainedConfig:

@@ -17,6 +17,7 @@ KINDS = {  # attention per layer, as each config declares it
     "mistral": ["sliding"] * 4,
     "gemma2": ["sliding", "full"] * 2,
     "gemma3": ["sliding"] * 3 + ["full"],
+    "gptoss": ["sliding", "full"] * 2,
 }
 
 

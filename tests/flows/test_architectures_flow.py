@@ -8,12 +8,17 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from extract import model as models
-from tests.architectures import SUPPORTED, save
+from tests.architectures import EAGER_ONLY, SUPPORTED, save
 from tests.conftest import FIXTURE_LONGBENCH
 
 pytestmark = [pytest.mark.prefect]
 KEEP_ALL = 0.9999  # a budget that keeps every position: the control that must equal the full cache
-EVICTED = {"mistral": 0, "gemma2": 2, "gemma3": 1}  # layers a policy evicts (the others slide past their window)
+EVICTED = {
+    "mistral": 0,
+    "gemma2": 2,
+    "gemma3": 1,
+    "gptoss": 2,
+}  # layers a policy evicts (the others slide past their window)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +56,7 @@ def test_extract_and_evaluate(name, api, smol, tmp_path):
     ).fetchall()
     assert len(stats) == 2 and all(c == L * H * n for n, c in stats)  # layers x kv_heads x positions
     layers = con.execute("SELECT count(*), count(sliding_window) FROM layers").fetchone()
-    assert layers == (L, {"mistral": 4, "gemma2": 2, "gemma3": 3}.get(name, 0))
+    assert layers == (L, {"mistral": 4, "gemma2": 2, "gemma3": 3, "gptoss": 2}.get(name, 0))
     rows = con.execute(
         "SELECT budget, setting, kl_continuation, prediction = prediction_full, evicted_layers, kept_tokens, "
         "n_tokens, kv_bytes_kept <= kv_bytes_full FROM quality_samples ORDER BY budget, setting, task"
@@ -63,7 +68,7 @@ def test_extract_and_evaluate(name, api, smol, tmp_path):
             assert same and kl == 0.0, (setting, kl)  # keep-all: the full cache's own answer
         elif evicted and setting == "question_aware":
             assert kept == round(0.25 * n)
-    assert con.execute("SELECT attn_impl FROM runs").fetchone()[0] == ("eager" if name == "gemma2" else "sdpa")
+    assert con.execute("SELECT attn_impl FROM runs").fetchone()[0] == ("eager" if name in EAGER_ONLY else "sdpa")
 
 
 def test_a_hybrid_is_refused_before_any_sample(api, smol, tmp_path):
