@@ -88,6 +88,10 @@ def make_run_id(loaded: Loaded, max_tokens: int, cfg: StatsConfig, run_name: str
         "stats": asdict(cfg),
         "data_format": DATA_FORMAT,
     }
+    # Sliding windows, softcaps and sinks shape attn_received (scored as the layer scores since 2026-12-07);
+    # all-full-attention models keep their earlier run ids, whose data this did not change.
+    if any(x.attention != "full" or x.softcap or x.sinks for x in getattr(loaded, "layers", None) or []):
+        shape["layers"] = [asdict(x) for x in loaded.layers]
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
 
 

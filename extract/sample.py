@@ -180,7 +180,7 @@ def extract_sample(
         t0 = time.perf_counter()
         K, V = pf.keys, pf.values
         if K.shape[2] != n:
-            raise RuntimeError(f"cache holds {K.shape[2]} positions for a {n}-token prompt")
+            raise RuntimeError(f"the prefill captured {K.shape[2]} key positions for a {n}-token prompt")
         L, H = K.shape[:2]
         ts, ls = stats.token_stats(K, V), stats.layer_stats(K, V, cfg.sparsity_rel)
         attn, attn_ctx = (None if t is None else t.float().cpu() for t in (pf.attn_received, pf.attn_received_context))

@@ -90,3 +90,24 @@ def test_observers_nest_and_restore_the_implementation():
             model(input_ids=ids)
         model(input_ids=ids)
     assert len(inner) == 4 and len(outer) == 4 and model.config._attn_implementation == "sdpa"
+
+
+def test_how_layers_attend_is_part_of_the_run_id():
+    """A softcap, a window or sinks shape attn_received, so they shape the run id; an all-full model keeps the
+    run id it had before layers were recorded (its data did not change)."""
+    from types import SimpleNamespace
+
+    from extract.run import make_run_id
+    from extract.sample import StatsConfig
+
+    base = dict(source="org/m", revision="abc", dtype="float32")
+    full = capture.probe(build("llama"))
+    gemma = capture.probe(build("gemma2"))
+    ids = {
+        "none": make_run_id(SimpleNamespace(**base), 512, StatsConfig()),
+        "full": make_run_id(SimpleNamespace(**base, layers=full), 512, StatsConfig()),
+        "gemma": make_run_id(SimpleNamespace(**base, layers=gemma), 512, StatsConfig()),
+    }
+    capped = [x.__class__(**{**x.__dict__, "softcap": 30.0}) for x in gemma]
+    ids["capped"] = make_run_id(SimpleNamespace(**base, layers=capped), 512, StatsConfig())
+    assert ids["none"] == ids["full"] and len({ids["full"], ids["gemma"], ids["capped"]}) == 3
