@@ -52,8 +52,9 @@ def _sql(a) -> int:
         readonly.check(query)  # before anything opens: a refused statement never runs
         con = catalog.memory(Store(a.data)) if a.data else catalog.connect(a.db, read_only=True)
         readonly.lock(con)
-    except (StoreError, readonly.Refused, duckdb.ParserException) as err:
-        print(f"kvw sql: {err}", file=sys.stderr)
+    except (StoreError, readonly.Refused, duckdb.Error) as err:
+        print(f"kvw sql: {str(err).splitlines()[0] if not isinstance(err, readonly.Refused) else err}"
+              f"{_verify_hint(err)}", file=sys.stderr)  # fmt: skip
         return 1
     try:
         rel = con.sql(query)
@@ -68,7 +69,7 @@ def _sql(a) -> int:
         else:
             rel.show(max_rows=a.max_rows, max_width=200)
     except duckdb.Error as err:
-        print(f"kvw sql: {readonly.locked_message(err) or err}", file=sys.stderr)
+        print(f"kvw sql: {readonly.locked_message(err) or err}{_verify_hint(err)}", file=sys.stderr)
         return 1
     finally:
         con.close()
@@ -95,15 +96,70 @@ def _catalog_args(p):
 
 @command("catalog", "rebuild the DuckDB catalog (views over the Parquet files)", _catalog_args)
 def _catalog(a) -> int:
+    import duckdb
+
     from warehouse import catalog
-    from warehouse.store import Store
+    from warehouse.store import Store, StoreError
 
     data = _data_root(a, "catalog")
     if data is None:
         return 2
-    db = catalog.build(Store(data), a.db)
+    try:
+        db = catalog.build(Store(data), a.db)
+    except (duckdb.Error, StoreError) as err:
+        print(f"kvw catalog: {str(err).splitlines()[0]}{_verify_hint(err)}", file=sys.stderr)
+        return 1
     print(db)
     return 0
+
+
+def _verify_hint(err: BaseException) -> str:
+    """What to run when DuckDB's error is about a damaged Parquet file (its messages do not always name it)."""
+    from warehouse.store import _damaged
+
+    return "; `kvw verify` names every damaged file" if _damaged(err) else ""
+
+
+def _verify_args(p):
+    p.add_argument("--data", help="Parquet root, a folder or s3://... (default: data/ beside --db; else $KVW_DATA)")
+    p.add_argument("--db", help="a catalog whose data/ to check (default warehouse/kv.duckdb or $KVW_DB)")
+    p.add_argument("--table", action="append", help="only this table (repeatable; default every table)")
+
+
+@command("verify", "check every warehouse file (format, schema, page checksums, row counts); name each bad one",
+         _verify_args)  # fmt: skip
+def _verify(a) -> int:
+    import time
+
+    from warehouse.schemas import TABLES
+    from warehouse.store import Store, StoreError
+    from warehouse.verify import verify
+
+    data = _data_root(a, "verify")
+    if data is None:
+        return 2
+    from warehouse import remote
+
+    if not remote.is_url(str(data)) and not Path(data).is_dir():
+        print(f"kvw verify: {data} is not a folder", file=sys.stderr)
+        return 2
+    unknown = [t for t in a.table or [] if t not in TABLES]
+    if unknown:
+        print(f"kvw verify: unknown table {unknown}; tables: {', '.join(sorted(TABLES))}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        report = verify(Store(data), a.table)
+    except StoreError as err:
+        print(f"kvw verify: {err}", file=sys.stderr)
+        return 1
+    for f in report.findings:
+        print(f"{'BAD ' if f.damage else 'note'}  {f.path}: {f.problem}")
+    bad = len({f.path for f in report.damaged})
+    tail = f"{bad} bad file(s)" if bad else "no bad file"
+    print(f"{report.files} files, {report.rows:,} rows, {report.bytes / 2**20:,.1f} MiB checked in "
+          f"{time.perf_counter() - t0:.1f} s: {tail}")  # fmt: skip
+    return 1 if bad else 0
 
 
 @command("serve", "serve every Prefect deployment (needs PREFECT_API_URL; see scripts/env.sh)")

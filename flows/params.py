@@ -18,6 +18,10 @@ def transient(err: BaseException | None) -> bool:
     parameter, an unsupported architecture, a shape error in the model) fails the same way every time."""
     import torch
 
+    from warehouse.remote import StoreError  # a missing bucket, refused credentials, a damaged file: every time
+
+    if isinstance(err, StoreError):
+        return False
     return isinstance(err, OSError | MemoryError | torch.cuda.OutOfMemoryError)
 
 

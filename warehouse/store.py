@@ -16,6 +16,7 @@ Paths are `Path`s under a local root and URL strings under a remote one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import socket
@@ -33,6 +34,7 @@ from warehouse import remote
 from warehouse.remote import StoreError
 from warehouse.schemas import TABLES, Table
 
+log = logging.getLogger(__name__)
 _SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")
 TMP_PREFIX = ".tmp-"
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"  # temp names say which machine writes
@@ -82,8 +84,27 @@ def _encodings(schema: pa.Schema) -> dict:
         use_byte_stream_split=floats,  # exponent bytes side by side: floats compress ~2x better
         column_encoding={n: "DELTA_BINARY_PACKED" for n in delta} or None,
         write_statistics=True,
+        write_page_checksum=True,  # CRC-32 per page: a flipped bit is an error naming the file (kvw verify)
         row_group_size=1 << 20,
     )
+
+
+def _not_parquet(path, size: int | None) -> bool:
+    what = f"{size} bytes" if size is not None else "no Parquet footer"
+    log.warning("%s: %s, not a Parquet file: treated as missing (a rerun rewrites it)", path, what)
+    return False
+
+
+class DamagedFileError(StoreError):
+    """A warehouse file does not read back as written (a page checksum, the footer, the format): named, never
+    retried. `kvw verify` lists every such file."""
+
+
+def _damaged(err: BaseException) -> bool:
+    text = str(err).lower()
+    words = ("checksum", "crc", "magic bytes", "parquet", "thrift", "corrupt", "invalid", "end of stream", "page",
+             "decompress", "deserializ")  # fmt: skip
+    return any(k in text for k in words)
 
 
 class Store:
@@ -192,20 +213,33 @@ class Store:
         self._checked = True
 
     def exists(self, table: str, name: str, **parts: object) -> bool:
+        """Is the file there and a Parquet file (at least 12 bytes, ending in the magic `PAR1`)? A zero-byte or
+        truncated file, e.g. a `samples` done marker cut short by a full disk or an empty PUT, is not: the rerun
+        redoes that sample and writes the file whole."""
         path = self.path(table, name, **parts)
         if not self.remote:
-            return path.exists()
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(0, 2)
+                    if fh.tell() < 12:
+                        return _not_parquet(path, fh.tell())
+                    fh.seek(-4, 2)
+                    return fh.read(4) == b"PAR1" or _not_parquet(path, None)
+            except FileNotFoundError:
+                return False
         self.check()
         with remote.explained(path):
             try:
                 info = self.fs.info(remote.key(path))
             except FileNotFoundError:
                 return False
-        if info.get("type") != "file":
-            return False
-        if int(info.get("size") or 0) < 12:  # e.g. an empty PUT where a done marker belongs: never "done"
-            raise StoreError(f"{path}: {info.get('size')} bytes, not a Parquet file; delete it")
-        return True
+            if info.get("type") != "file":
+                return False
+            size = int(info.get("size") or 0)
+            if size < 12:
+                return _not_parquet(path, size)
+            tail = self.fs.cat_file(remote.key(path), start=size - 4)
+        return tail == b"PAR1" or _not_parquet(path, None)
 
     def remove(self, table: str, name: str, **parts: object) -> bool:
         path = self.path(table, name, **parts)
@@ -242,10 +276,18 @@ class Store:
 
     def read_file(self, path: StorePath, columns: list[str] | None = None) -> pa.Table:
         """One of this store's files (a path `files()` or `path()` gave)."""
-        if not self.remote:
-            return pq.read_table(path, columns=columns)
-        with remote.explained(str(path)):
-            return pq.read_table(remote.key(str(path)), columns=columns, filesystem=self.fs)
+        try:
+            if not self.remote:
+                return pq.read_table(path, columns=columns, page_checksum_verification=True)
+            with remote.explained(str(path)):
+                return pq.read_table(remote.key(str(path)), columns=columns, filesystem=self.fs,
+                                     page_checksum_verification=True)  # fmt: skip
+        except (OSError, pa.ArrowException) as err:
+            if isinstance(err, FileNotFoundError | PermissionError | StoreError):
+                raise
+            if self.remote and not _damaged(err):  # a network error is no verdict on the file
+                raise
+            raise DamagedFileError(f"{path}: {str(err).splitlines()[0]} (`kvw verify` checks every file)") from err
 
     def read_schema(self, path: StorePath) -> pa.Schema:
         """The schema in a file's footer (reads the footer only)."""

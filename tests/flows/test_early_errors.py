@@ -12,6 +12,7 @@ from prefect.states import Failed
 from extract import model as models
 from flows.cli import main
 from tests.conftest import FIXTURE_LONGBENCH, REPO
+from warehouse.remote import StoreError
 
 
 def test_sql_on_a_catalog_locked_by_a_writer_says_so(small_warehouse, tmp_path, capsys):
@@ -117,6 +118,12 @@ def test_model_errors_are_not_retried():
         assert task.retries == 2
         assert task.retry_condition_fn(task, None, Failed(data=models.ModelError("nope"))) is False
         assert task.retry_condition_fn(task, None, Failed(data=OSError("flaky"))) is True
+        assert task.retry_condition_fn(task, None, Failed(data=StoreError("s3://b: access denied"))) is False
+        assert task.retry_condition_fn(task, None, Failed(data=ValueError("a shape"))) is False
+    for task in (extract_flow.extract_sample, evaluate_flow.evaluate_sample):  # deterministic: not retried
+        assert task.retry_condition_fn(task, None, Failed(data=models.ArchitectureError("hybrid"))) is False
+        assert task.retry_condition_fn(task, None, Failed(data=RuntimeError("size mismatch"))) is False
+        assert task.retry_condition_fn(task, None, Failed(data=OSError("disk"))) is True
 
 
 def test_evaluate_into_an_unwritable_output_is_refused_first(no_model_load):
