@@ -11,6 +11,7 @@ over S3 opens in any process that has the credentials.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from warehouse import config, remote
 from warehouse.schemas import TABLES, Table
 from warehouse.store import Store, StoreError
 
+log = logging.getLogger(__name__)
 VIEWS_DIR = Path(__file__).parent / "views"
 
 MACROS = """
@@ -127,6 +129,7 @@ def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Pa
             con.execute(f"ATTACH {_quote(tmp)} AS kvw_catalog (STORAGE_VERSION {_quote(STORAGE_VERSION)})")
             con.execute("USE kvw_catalog")
             create_views(con, store)
+            con.execute(f"CREATE OR REPLACE VIEW {ROOT_VIEW} AS SELECT {_quote(store.root)} AS data_root")
             con.execute("CHECKPOINT kvw_catalog")
         finally:
             con.close()
@@ -135,6 +138,17 @@ def build(store: Store | None = None, db: str | os.PathLike | None = None) -> Pa
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
     return db
+
+
+ROOT_VIEW = "kvw_catalog"  # one row: the Parquet root the catalog's views read (what `connect` checks)
+
+
+def recorded_root(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The data root a catalog was built over (None for a catalog built before it was recorded)."""
+    try:
+        return con.execute(f"SELECT data_root FROM {ROOT_VIEW}").fetchone()[0]
+    except duckdb.Error:
+        return None
 
 
 class CatalogError(StoreError):
@@ -154,6 +168,32 @@ def connect(db: str | os.PathLike | None = None, read_only: bool = True) -> duck
                 f"build one with `kvw catalog --data DATA --db {db}`"
             )
         build(Store(data), db=db)
+    con = _open(db, read_only)
+    data = config.catalog_data(db)
+    recorded = recorded_root(con)
+    local = data is not None and recorded is not None and not remote.is_url(recorded) and not remote.is_url(data)
+    if local and recorded != str(Store(data).root):
+        # a warehouse copied with its catalog: the views still name the original's files, which would answer
+        con.close()
+        try:
+            build(Store(data), db=db)
+        except OSError as err:
+            raise CatalogError(
+                f"the catalog {db} reads {recorded}, not the data beside it ({data}), and cannot be rebuilt "
+                f"here ({err}): `kvw catalog --db {db}` where it is writable, or `kvw sql --data {data}`"
+            ) from err
+        log.warning("catalog %s read %s, not the data beside it: rebuilt over %s", db, recorded, data)
+        con = _open(db, read_only)
+    try:
+        views = con.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()
+        remote.register(con, remote.protocols_in(v for (v,) in views))
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _open(db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(str(db), read_only=read_only)
     except duckdb.IOException as err:
@@ -163,10 +203,4 @@ def connect(db: str | os.PathLike | None = None, read_only: bool = True) -> duck
             f"the catalog {db} is in use by another process that holds it read-write (a `duckdb {db.name}` "
             f"shell, a flow rebuilding it): close that, or query the Parquet directly with `kvw sql --data DATA`"
         ) from err
-    try:
-        views = con.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()
-        remote.register(con, remote.protocols_in(v for (v,) in views))
-    except BaseException:
-        con.close()
-        raise
     return con

@@ -133,3 +133,21 @@ def test_sql_and_catalog_over_a_damaged_file_say_what_to_run(wh, tmp_path, capsy
     assert main(["sql", "--data", str(wh.root), "SELECT count(*) FROM samples"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("kvw sql:") and "kvw verify" in err
+
+
+def test_a_copied_warehouse_reads_its_own_files(wh, tmp_path, capsys):
+    """A copied warehouse's kv.duckdb used to name the original's files: `kvw sql --db copy/kv.duckdb` answered
+    with the original's numbers."""
+    from warehouse import catalog
+
+    catalog.build(wh, tmp_path / "kv.duckdb")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copytree(wh.root, copy / "data")
+    shutil.copy(tmp_path / "kv.duckdb", copy / "kv.duckdb")
+    for name in ("samples", "tokens", "token_stats", "layer_stats"):
+        Store(copy / "data").files(name, task="trec")[0].unlink()  # the copy holds one sample, the original two
+    assert main(["sql", "--csv", "--db", str(copy / "kv.duckdb"), "SELECT count(*) AS n FROM samples"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["n", "1"]
+    assert main(["sql", "--csv", "--db", str(tmp_path / "kv.duckdb"), "SELECT count(*) AS n FROM samples"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["n", "2"]  # the original is untouched
