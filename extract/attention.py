@@ -80,16 +80,17 @@ def _wrapper(inner_name: str) -> Callable:
                     sinks=kwargs.get("s_aux"),
                 )
             )
-        config = getattr(module, "config", None)
-        if config is None or not str(getattr(config, "_attn_implementation_internal", "")).startswith(PREFIX):
-            return _inner(inner_name, module)(module, query, key, value, attention_mask, *args, **kwargs)
         # flash and kernel implementations look themselves up by the config's name: show them theirs meanwhile
-        name = config._attn_implementation_internal
-        config._attn_implementation_internal = inner_name
+        config = getattr(module, "config", None)
+        shown = getattr(config, "_attn_implementation_internal", None)
+        swap = isinstance(shown, str) and shown.startswith(PREFIX)
+        if swap:
+            config._attn_implementation_internal = inner_name
         try:
             return _inner(inner_name, module)(module, query, key, value, attention_mask, *args, **kwargs)
         finally:
-            config._attn_implementation_internal = name
+            if swap:
+                config._attn_implementation_internal = shown
 
     attention.__name__ = f"kvw_{inner_name}"
     return attention
