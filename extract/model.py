@@ -63,6 +63,11 @@ def local_path(model: str) -> Path:
     return Path(model).expanduser().resolve()
 
 
+def local_model(model: str) -> Path | None:
+    """The folder (or file) of a local model that exists, else None (the default, a hub id, a missing path)."""
+    return local_path(model) if model != DEFAULT_MODEL and is_local(model) and local_path(model).exists() else None
+
+
 def model_slug(model: str) -> str:
     """The short name stored in tables and partitions: a hub id's last component; a local model's folder name
     plus a hash of its absolute path, so two folders called `final` never share a partition."""
@@ -280,10 +285,15 @@ def converted_gguf() -> tuple[Path, str]:
 
 
 def load(
-    model: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None, attn: str | None = None
+    model: str = DEFAULT_MODEL,
+    device: str | None = None,
+    dtype: str | None = None,
+    attn: str | None = None,
+    revision: str | None = None,
 ) -> Loaded:
     """Load tokenizer and model in eval mode on the chosen device, then probe it (extract.capture.probe): a
-    model whose cache or attention this project cannot read is refused here, before any sample."""
+    model whose cache or attention this project cannot read is refused here, before any sample. `revision`: a
+    local model's content hash when the caller already computed it (load_cached), so it is not hashed twice."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from extract import capture
@@ -295,9 +305,9 @@ def load(
         path, revision = converted_gguf()
         source = f"gguf://{GGUF_PACKAGE}/{GGUF_FILE}"
     else:
-        path, source, revision = model, model_source(model), ""
-        if is_local(model) and local_path(model).exists():
-            revision = local_revision(local_path(model))
+        path, source = model, model_source(model)
+        folder = local_model(model)
+        revision = revision or (local_revision(folder) if folder else "")  # `revision`: the caller hashed it
     try:
         tok = AutoTokenizer.from_pretrained(path)
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attn_impl)
@@ -309,7 +319,7 @@ def load(
     except ArchitectureError:
         raise
     except Exception as err:  # the probe is the first forward pass: whatever fails here fails on every sample
-        raise ArchitectureError(f"{type(lm).__name__}: a {16}-token probe forward failed: {err!r}") from err
+        raise ArchitectureError(f"{type(lm).__name__}: the 16-token probe forward failed: {err!r}") from err
     revision = revision or str(getattr(lm.config, "_commit_hash", None) or "local")
     impl = str(lm.config._attn_implementation or "eager")
     name = model_slug(model)
@@ -337,7 +347,7 @@ def cache_of(out) -> object:
 
 @lru_cache(maxsize=2)
 def _load_cached(model: str, device: str | None, dtype: str | None, attn: str | None, revision: str) -> Loaded:
-    return load(model, device, dtype, attn)
+    return load(model, device, dtype, attn, revision or None)
 
 
 def load_cached(
@@ -345,5 +355,5 @@ def load_cached(
 ) -> Loaded:
     """One load per process, configuration and local revision: tasks of one flow run share the model, and a
     long-lived process (`python -m flows.serve`) reloads a local folder whose files changed."""
-    local = model != DEFAULT_MODEL and is_local(model) and local_path(model).exists()
-    return _load_cached(model, device, dtype, attn, local_revision(local_path(model)) if local else "")
+    folder = local_model(model)
+    return _load_cached(model, device, dtype, attn, local_revision(folder) if folder else "")

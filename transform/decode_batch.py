@@ -23,7 +23,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from transform.decode import Prefix, forward_batch
-from transform.evict import KeepSetError, LayerData, gather, make_cache, make_layer, restrict, seen_of, window_of
+from transform.evict import KeepSetError, LayerData, gather, held_by, make_cache, make_layer, restrict
 
 ROOM = 128  # positions of spare room a batch cache grows by at a time
 
@@ -122,7 +122,7 @@ def resume_batch(model, prefix: Prefix, keeps: Sequence[np.ndarray | None], rows
     labels = list(range(len(keeps))) if rows is None else list(rows)
     if len(labels) != len(keeps):
         raise ValueError(f"{len(labels)} row labels for {len(keeps)} keep-sets")
-    full = [LayerData(x.keys, x.values, window_of(x), seen_of(x)) for x in prefix.cache.layers]
+    full = [held_by(x) for x in prefix.cache.layers]
     cache = stack(
         [full if k is None else gather(prefix.cache, restrict(k, prefix.length), prefix.horizon) for k in keeps]
     )
@@ -138,9 +138,7 @@ def select(batch: Batch, idx: Sequence[int]) -> Batch:
     """An independent copy of some rows (by place in the batch): decoding and teacher forcing extend a cache."""
     idx = list(idx)
     layers = batch.cache.layers
-    cache = stack(
-        [[LayerData(x.keys[i : i + 1], x.values[i : i + 1], window_of(x), seen_of(x)) for x in layers] for i in idx]
-    )
+    cache = stack([[held_by(x, x.keys[i : i + 1], x.values[i : i + 1]) for x in layers] for i in idx])
     return Batch(cache, batch.logits[idx], batch.position, [batch.rows[i] for i in idx])
 
 

@@ -37,6 +37,13 @@ class LayerData:
     seen: int = 0  # a sliding layer's cumulative length (what its masks count from); ignored for full layers
 
 
+def held_by(layer, keys: torch.Tensor | None = None, values: torch.Tensor | None = None) -> LayerData:
+    """What a live cache layer holds (or `keys`/`values` in its place: a copy, some batch rows), with its type
+    and count."""
+    keys = layer.keys if keys is None else keys
+    return LayerData(keys, layer.values if values is None else values, window_of(layer), seen_of(layer))
+
+
 def window_of(layer) -> int | None:
     return int(layer.sliding_window) if getattr(layer, "is_sliding", False) else None
 
@@ -82,9 +89,7 @@ def cache_bytes(cache: DynamicCache) -> int:
 
 def copy_cache(cache: DynamicCache) -> DynamicCache:
     """An independent copy with fresh storage: decoding appends to a cache, so each policy decodes its own."""
-    return make_cache(
-        [make_layer(LayerData(x.keys.clone(), x.values.clone(), window_of(x), seen_of(x))) for x in cache.layers]
-    )
+    return make_cache([make_layer(held_by(x, x.keys.clone(), x.values.clone())) for x in cache.layers])
 
 
 def check_keep(keep: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
@@ -138,16 +143,15 @@ def gather(cache: DynamicCache, keep: np.ndarray, horizon: int | None = None) ->
     idx_all = None if shared else torch.from_numpy(keep).to(device)
     data = []
     for i, layer in enumerate(cache.layers):
-        window = window_of(layer)
         if not evicted[i]:
-            data.append(LayerData(layer.keys, layer.values, window, seen_of(layer)))
+            data.append(held_by(layer))
             continue
         if shared:
             k, v = layer.keys.index_select(2, idx_shared), layer.values.index_select(2, idx_shared)
         else:
             idx = idx_all[i][None, :, :, None].expand(1, -1, -1, layer.keys.shape[-1])
             k, v = layer.keys.gather(2, idx), layer.values.gather(2, idx)
-        data.append(LayerData(k, v, window, k.shape[2]))
+        data.append(LayerData(k, v, window_of(layer), k.shape[2]))  # an evicted layer has seen what it holds
     return data
 
 
