@@ -160,8 +160,8 @@ def connect(db: str | os.PathLike | None = None, read_only: bool = True) -> duck
     data beside it (config.catalog_data), never over the default warehouse: that answered 0 rows where the
     folder held samples."""
     db = Path(db or config.db_path())
+    data = config.catalog_data(db)
     if not db.exists():
-        data = config.catalog_data(db)
         if data is None:
             raise CatalogError(
                 f"no catalog at {db} and no Parquet folder beside it ({db.parent / 'data'}); "
@@ -169,7 +169,6 @@ def connect(db: str | os.PathLike | None = None, read_only: bool = True) -> duck
             )
         build(Store(data), db=db)
     con = _open(db, read_only)
-    data = config.catalog_data(db)
     recorded = recorded_root(con)
     local = data is not None and recorded is not None and not remote.is_url(recorded) and not remote.is_url(data)
     if local and recorded != str(Store(data).root):

@@ -24,7 +24,9 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -289,11 +291,21 @@ class Store:
                 raise
             raise DamagedFileError(f"{path}: {str(err).splitlines()[0]} (`kvw verify` checks every file)") from err
 
+    @contextmanager
+    def open(self, path: StorePath) -> Iterator[BinaryIO]:
+        """One of this store's files (a path `files()` or `path()` gave), open for reading."""
+        if not self.remote:
+            with open(path, "rb") as f:
+                yield f
+            return
+        with remote.explained(str(path)), self.fs.open(remote.key(str(path)), "rb") as f:
+            yield f
+
     def read_schema(self, path: StorePath) -> pa.Schema:
         """The schema in a file's footer (reads the footer only)."""
         if not self.remote:
             return pq.read_schema(path)
-        with remote.explained(str(path)), self.fs.open(remote.key(str(path)), "rb") as f:
+        with self.open(path) as f:
             return pq.read_schema(f)
 
     def scan(self, table: str, **parts: object):

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse import remote
 from warehouse.schemas import TABLES, Table, kv_schema
 from warehouse.store import Store, StorePath
 
@@ -43,12 +42,6 @@ class Report:
         return [f for f in self.findings or [] if f.damage]
 
 
-def _open(store: Store, path: StorePath):
-    if not store.remote:
-        return open(path, "rb")  # noqa: SIM115 (closed by the caller's with)
-    return store.fs.open(remote.key(str(path)), "rb")
-
-
 def _types_fit(declared: pa.DataType, found: pa.DataType) -> bool:
     """Equal, or the dictionary-encoded form of the same values (labels are written dictionary-encoded)."""
     if found == declared:
@@ -63,7 +56,7 @@ def check_file(store: Store, table: Table, path: StorePath) -> tuple[list[str], 
     """(problems, rows, bytes) of one file: format, schema, every page's checksum, partition folders."""
     problems: list[str] = []
     try:
-        with _open(store, path) as fh:
+        with store.open(path) as fh:
             fh.seek(0, 2)
             size = fh.tell()
             fh.seek(0)
@@ -82,19 +75,20 @@ def check_file(store: Store, table: Table, path: StorePath) -> tuple[list[str], 
             ]
             if wrong:
                 problems.append("wrong types: " + "; ".join(wrong))
-            rows = 0
+            rows, parts, seen = 0, _partitions(path, table), {}
             for i in range(pf.num_row_groups):  # decodes every page: a checksum or decoding error raises here
-                rows += pf.read_row_group(i).num_rows
+                group = pf.read_row_group(i)
+                rows += group.num_rows
+                for p in parts:
+                    if p in group.column_names:
+                        seen.setdefault(p, set()).update(map(str, group[p].unique().to_pylist()))
             if rows != pf.metadata.num_rows:
                 problems.append(f"{rows} rows decoded, the footer says {pf.metadata.num_rows}")
-            parts = _partitions(path, table)
-            if parts and rows:
-                head = pf.read_row_group(0, columns=[p for p in parts if p in got.names])
-                for p, value in parts.items():
-                    if p in head.column_names and set(head[p].to_pylist()) != {value}:
-                        problems.append(
-                            f"rows of {p} {sorted(set(map(str, head[p].to_pylist())))[:3]} in folder {p}={value}"
-                        )
+            problems += [
+                f"rows of {p} {sorted(values)[:3]} in folder {p}={parts[p]}"
+                for p, values in seen.items()
+                if values != {parts[p]}
+            ]
     except (OSError, pa.ArrowException, ValueError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         return [f"unreadable: {first}"], 0, 0
