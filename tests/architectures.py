@@ -11,22 +11,11 @@ WINDOW = 128  # sliding window of the sliding architectures: shorter than the 30
 
 
 def _common(vocab: int, **over) -> dict:
-    cfg = dict(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=8192,
-        initializer_range=0.2,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    cfg.update(over)
+    """FACTS.md's unit-test shape (tests.conftest.TINY) at 4 layers, with token ids the tokenizers agree on."""
+    from tests.conftest import TINY
+
+    cfg = {**TINY, "vocab_size": vocab, "num_hidden_layers": 4, "bos_token_id": 1, "eos_token_id": 2}
+    cfg.update(pad_token_id=2, **over)
     return {k: v for k, v in cfg.items() if v is not None}
 
 

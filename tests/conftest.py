@@ -69,24 +69,25 @@ def smol():
     return models.load_cached(models.DEFAULT_MODEL, "cpu", "float32", "sdpa")
 
 
+# FACTS.md's tiny model for unit tests (no download); tests/architectures.py derives every architecture from it
+TINY = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=8192,
+    initializer_range=0.2,  # at 0.02 outputs barely react to pruning: tests could not fail
+    tie_word_embeddings=True,
+)
+
+
 def tiny_llama_config(**overrides):
     from transformers import LlamaConfig
 
-    cfg = dict(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=8192,
-        rope_theta=1e5,
-        initializer_range=0.2,  # at 0.02 outputs barely react to pruning: tests could not fail
-        tie_word_embeddings=True,
-    )
-    cfg.update(overrides)
-    return LlamaConfig(**cfg)
+    return LlamaConfig(**{**TINY, "rope_theta": 1e5, **overrides})
 
 
 def generate(model, ids, n, **kw):
