@@ -15,6 +15,7 @@ comes from the full prefill and is the same under every policy.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,13 +41,15 @@ def forward(model, ids: torch.Tensor, cache: DynamicCache, start: int, logits_to
 def forward_batch(model, ids: torch.Tensor, cache: DynamicCache, start: int, logits_to_keep: int = 1) -> torch.Tensor:
     """Feed `ids` [B, q] to a cache of B equal-length rows, every row at positions start..start+q-1.
 
-    No attention mask: each row attends to its whole cache (hence equal lengths). Returns float32 [B, n, vocab].
+    No attention mask: each row attends to its whole cache (hence equal lengths), or, for a cache that says how
+    it is attended (transform.masked.SharedCache), to what its masks allow. Returns float32 [B, n, vocab].
     """
     device = next(model.parameters()).device
     ids = ids.to(device)
     pos = torch.arange(start, start + ids.shape[1], device=device)[None].expand(ids.shape[0], -1)
     kwargs = {cache_kwarg(model): cache}
-    out = model(input_ids=ids, position_ids=pos, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
+    with cache.attending(model) if hasattr(cache, "attending") else nullcontext():
+        out = model(input_ids=ids, position_ids=pos, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
     return out.logits.float()
 
 

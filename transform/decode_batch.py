@@ -137,6 +137,8 @@ def resume_batch(model, prefix: Prefix, keeps: Sequence[np.ndarray | None], rows
 def select(batch: Batch, idx: Sequence[int]) -> Batch:
     """An independent copy of some rows (by place in the batch): decoding and teacher forcing extend a cache."""
     idx = list(idx)
+    if hasattr(batch.cache, "rows"):  # a transform.masked.SharedCache copies its rows' own positions only
+        return Batch(batch.cache.rows(idx), batch.logits[idx], batch.position, [batch.rows[i] for i in idx])
     layers = batch.cache.layers
     cache = stack([[held_by(x, x.keys[i : i + 1], x.values[i : i + 1]) for x in layers] for i in idx])
     return Batch(cache, batch.logits[idx], batch.position, [batch.rows[i] for i in idx])

@@ -1,9 +1,11 @@
-"""Kept-versus-evicted quality of one sample: one prefill, then every policy on a compacted copy of the cache.
+"""Kept-versus-evicted quality of one sample: one prefill, then every policy decoded over that one cache.
 
 Per (sample, setting): prefill once and keep the full cache; decode the full-cache answer and the
-teacher-forced log-probabilities of the reference answer once; then for each policy slice a copy of the cache
-to its keep-set, decode greedily (LongBench's max_new_tokens for the task) and teacher-force the reference
-again; copies of equal length (policies sharing a budget) decode together as one batch (transform.decode_batch).
+teacher-forced log-probabilities of the reference answer once; then decode every policy greedily (LongBench's
+max_new_tokens for the task) and teacher-force the reference again, all policies as one batch over the shared
+cache with a keep mask per row (transform.masked, the default). `decoding="compacted"` instead slices a copy of
+the cache per policy and batches copies of equal length (transform.decode_batch): the reference the masked
+path is tested against.
 Every (policy, setting) becomes one `quality` row: LongBench score evicted vs full, answer NLL evicted
 vs full, mean KL(full || evicted) over the reference answer's tokens, tokens and K/V bytes kept, decode time.
 
@@ -28,7 +30,7 @@ from extract import needle
 from extract.longbench import LongBench, read_task
 from extract.longbench import Sample as Record
 from extract.prompts import build_prompt
-from transform import decode, decode_batch, metrics
+from transform import decode, decode_batch, masked, metrics
 from transform.evict import evicted_layers, held, kv_bytes, restrict
 from transform.samples import Sample
 from warehouse import schemas
@@ -105,7 +107,7 @@ class Outcome:
 
     prediction: str
     new_tokens: int
-    seconds: float  # its share of its batch: (evict + feed the rest + greedy decode) / rows decoded together
+    seconds: float  # its share of its batch: (build the batch + feed the rest + greedy decode) / rows in it
     nll: float | None = None  # teacher-forced answer NLL
     kl: float | None = None  # mean KL(reference || this cache) over the answer tokens, when a reference is given
     logprobs: object = None  # torch [m, vocab], kept only when no reference is given (the full cache's)
@@ -123,20 +125,38 @@ class Reference:
     continuation_logprobs: object  # torch [c, vocab]: teacher-forced along `continuation` through the full cache
 
 
-FORCED_ROWS = 2048  # answer positions teacher-forced per forward: bounds the [rows, m, vocab] log-probs in memory
+FORCED_BYTES = 32 << 20  # logits of the positions teacher-forced per forward (x3 with their log-softmax)
 
 
 def _force(model, batch: decode_batch.Batch, ids: list[int], each: Callable) -> None:
-    """Teacher-force `ids` through every row of `batch` (a few rows per forward); `each(row, logprobs [m, vocab])`."""
-    step = max(1, FORCED_ROWS // len(ids))
+    """Teacher-force `ids` through a copy of each row of `batch` (a few rows per forward, so the [rows, m, vocab]
+    log-probs stay small); `each(row, logprobs [m, vocab])`. `batch` itself is left as it was."""
+    vocab = batch.logits.shape[-1]
+    step = max(1, FORCED_BYTES // (4 * vocab * len(ids)))
     for j in range(0, len(batch), step):
-        part = batch if step >= len(batch) else decode_batch.select(batch, range(j, min(j + step, len(batch))))
+        part = decode_batch.select(batch, range(j, min(j + step, len(batch))))
         for row, lp in zip(part.rows, decode_batch.answer_logprobs_batch(model, part, ids), strict=True):
             each(row, lp)
 
 
-def _run(model, tokenizer, prefix, keeps, sample, stops, answer, reference: Reference | None = None) -> list[Outcome]:
-    """Decode and teacher-force each keep-set (None = the full cache), caches of equal length batched together.
+DECODINGS = ("masked", "compacted")  # transform.masked (the default) or transform.decode_batch (the reference)
+
+
+def _batches(model, prefix, keeps, decoding: str) -> list[list[int]]:
+    """Indices into `keeps` decoded together: every row at once when masked (as many as memory allows), caches
+    of equal length when compacted."""
+    if decoding == "compacted":
+        return decode_batch.groups(prefix, keeps)
+    if decoding != "masked":
+        raise EvaluationError(f"unknown decoding {decoding!r}: one of {', '.join(DECODINGS)}")
+    step = masked.max_rows(model, prefix)
+    return [list(range(j, min(j + step, len(keeps)))) for j in range(0, len(keeps), step)]
+
+
+def _run(
+    model, tokenizer, prefix, keeps, sample, stops, answer, reference: Reference | None = None, decoding="masked"
+) -> list[Outcome]:
+    """Decode and teacher-force each keep-set (None = the full cache), batched as `decoding` says (_batches).
 
     Outcomes in `keeps` order. Without a `reference` (the full cache's run) each outcome keeps its answer
     log-probs and its own greedy continuation's; with one, each gets its KLs to the reference: over the
@@ -144,40 +164,48 @@ def _run(model, tokenizer, prefix, keeps, sample, stops, answer, reference: Refe
     """
     out: list[Outcome | None] = [None] * len(keeps)
     min_new = 1 if sample.task == "samsum" else 0
-    for rows in decode_batch.groups(prefix, keeps):
+    resume = masked.resume if decoding == "masked" else decode_batch.resume_batch
+    for rows in _batches(model, prefix, keeps, decoding):
         t0 = time.perf_counter()
-        batch = decode_batch.resume_batch(model, prefix, [keeps[i] for i in rows], rows)
+        batch = resume(model, prefix, [keeps[i] for i in rows], rows)
         t1 = time.perf_counter()
-        forced = decode_batch.fork(batch) if answer else None
-        along = decode_batch.fork(batch)  # copies for teacher forcing: not part of the decode time
+        for row in rows:
+            out[row] = Outcome("", 0, 0.0)
+        if answer:  # teacher forcing first, on copies of a few rows at a time: greedy decoding then consumes `batch`
+
+            def scored(row, lp):
+                out[row].nll = decode.nll(lp, answer)
+                if reference is None:
+                    out[row].logprobs = lp
+                else:
+                    out[row].kl = decode.mean_kl(reference.answer_logprobs, lp)
+
+            _force(model, batch, answer, scored)
+        if reference is not None:
+            _force(model, batch, reference.continuation, lambda r, lp: setattr(
+                out[r], "kl_continuation", decode.mean_kl(reference.continuation_logprobs, lp)))  # fmt: skip
+        along = decode_batch.fork(batch) if reference is None else None  # each row along its own continuation
         t2 = time.perf_counter()
         tokens = decode_batch.greedy_batch(model, batch, sample.max_new_tokens, stops, min_new_tokens=min_new)
         seconds = (time.perf_counter() - t2 + t1 - t0) / len(rows)
         for row, toks in zip(rows, tokens, strict=True):
-            out[row] = Outcome(tokenizer.decode(toks, skip_special_tokens=True), len(toks), seconds, tokens=toks)
-        if reference is None:  # each row along its own continuation (the full cache: one row)
+            got = out[row]
+            got.prediction, got.new_tokens, got.seconds, got.tokens = (
+                tokenizer.decode(toks, skip_special_tokens=True), len(toks), seconds, toks)  # fmt: skip
+        if along is not None:
             for i, row in enumerate(rows):
-                one = decode_batch.select(along, [i])
-                _force(model, one, out[row].tokens, lambda r, lp: setattr(out[r], "continuation_logprobs", lp))
-        else:
-            _force(model, along, reference.continuation, lambda r, lp: setattr(
-                out[r], "kl_continuation", decode.mean_kl(reference.continuation_logprobs, lp)))  # fmt: skip
-        if not answer:
-            continue
-
-        def scored(row, lp):
-            out[row].nll = decode.nll(lp, answer)
-            if reference is None:
-                out[row].logprobs = lp
-            else:
-                out[row].kl = decode.mean_kl(reference.answer_logprobs, lp)
-
-        _force(model, forced, answer, scored)
+                _force(model, decode_batch.select(along, [i]), out[row].tokens,
+                       lambda r, lp: setattr(out[r], "continuation_logprobs", lp))  # fmt: skip
     return out
 
 
 def evaluate_sample(
-    loaded, sample: Sample, policies: Sequence[PolicyRef], settings: Sequence[str], keep_for: KeepFor
+    loaded,
+    sample: Sample,
+    policies: Sequence[PolicyRef],
+    settings: Sequence[str],
+    keep_for: KeepFor,
+    decoding: str = "masked",
 ) -> pa.Table:
     """Quality rows of one sample for every (policy, setting): one prefill per setting serves every policy."""
     model, tok = loaded.model, loaded.tokenizer
@@ -192,11 +220,11 @@ def evaluate_sample(
         rest = sample.n_tokens - prefix.length
         bytes_full = kv_bytes(1, H, sum(held(prefix.cache, None, horizon, rest)), D, elsize)
         n_evicted = sum(evicted_layers(prefix.cache, horizon))
-        (full,) = _run(model, tok, prefix, [None], sample, stops, answer)
+        (full,) = _run(model, tok, prefix, [None], sample, stops, answer, decoding=decoding)
         reference = Reference(full.logprobs, full.tokens, full.continuation_logprobs)
         score_full = metrics.score(sample.task, full.prediction, sample.answers, sample.all_classes)
         keeps = [keep_for(sample, policy, setting) for policy in policies]
-        outcomes = _run(model, tok, prefix, keeps, sample, stops, answer, reference)
+        outcomes = _run(model, tok, prefix, keeps, sample, stops, answer, reference, decoding)
         for policy, keep, got in zip(policies, keeps, outcomes, strict=True):
             k = restrict(keep, prefix.length).shape[2]
             positions = held(prefix.cache, k, horizon, rest)

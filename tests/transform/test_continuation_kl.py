@@ -41,7 +41,8 @@ def full_and_policies(model, setting, keeps, answer=(5, 17, 33)):
 def test_keep_all_is_zero_and_an_answer_changing_eviction_is_not(tiny_llama, setting):
     prefix, full, (same, evicted) = full_and_policies(tiny_llama, setting, [lambda p: None, lambda p: evict_most(p, 8)])
     assert full.continuation_logprobs.shape == (len(full.tokens), 512) and len(full.tokens) == 12
-    assert same.tokens == full.tokens and same.kl_continuation == 0.0 and same.kl == 0.0
+    # keep-all decodes in a batch with another row, the full cache alone: equal up to float rounding
+    assert same.tokens == full.tokens and same.kl_continuation < 1e-6 and same.kl < 1e-6
     assert evicted.tokens != full.tokens, "the eviction must change the answer for the test to mean anything"
     assert evicted.kl_continuation > 1e-3 and evicted.kl > 0
 

@@ -10,7 +10,7 @@ import pytest
 
 from flows.cli import main
 from tests.conftest import FIXTURE_LONGBENCH
-from transform import decode, decode_batch
+from transform import decode, masked
 from transform import evaluate_run as er
 from transform.evaluate import EvaluationError
 from transform.policies import PolicyError
@@ -41,10 +41,10 @@ def evaluated(small_warehouse, tmp_path_factory):
     """One evaluation (2 policies x 2 settings on trec), counting prefills and batches decoded."""
     store = copy_store(small_warehouse, tmp_path_factory.mktemp("eval") / "data")
     calls, batches = [], []
-    real, real_batch = decode.prefill, decode_batch.resume_batch
+    real, real_batch = decode.prefill, masked.resume
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(decode, "prefill", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-        mp.setattr(decode_batch, "resume_batch", lambda *a, **k: batches.append(len(a[2])) or real_batch(*a, **k))
+        mp.setattr(masked, "resume", lambda *a, **k: batches.append(len(a[2])) or real_batch(*a, **k))
         plan, outcomes = run(store)
     db = catalog.build(store, store.root.parent / "kv.duckdb")
     return {"store": store, "plan": plan, "outcomes": outcomes, "prefills": calls, "batches": batches, "db": db}
@@ -58,7 +58,7 @@ def quality(store):
 
 def test_one_prefill_per_setting_serves_every_policy(evaluated):
     assert evaluated["prefills"] == ["question_aware", "question_agnostic"]
-    # per setting: the full cache alone, then both policies (equal budgets, equal lengths) as one batch
+    # per setting: the full cache alone, then both policies as one masked batch over the shared cache
     assert evaluated["batches"] == [1, 2, 1, 2]
     assert [(o.task, o.evaluated, o.existing) for o in evaluated["outcomes"]] == [("trec", 4, 0)]
 
