@@ -4,8 +4,10 @@
 #      shapes, benchmarks/random_model.py), bf16, the model's default attention (sdpa; eager for Gemma2):
 #      extraction / bare prefill at 4K and 16K tokens, one sample alone and 8 samples on 4 threads (prefill
 #      serialised, tokenizing and writing overlapped), with peak GPU memory (benchmarks/extract_overhead.py);
-#   2. for the first shape, the one-prefill sweep's speed-up at 8 policies (benchmarks/policy_sweep.py;
-#      --no-sweep leaves it out).
+#   2. for the first shape, the one-prefill sweep's speed-up at 8 policies (benchmarks/policy_sweep.py);
+#   3. for the first shape, a sample's whole default evaluation sweep (70 instances, both KLs) against one
+#      full-cache answer: masked, compacted and re-prefill, with peak memory (benchmarks/sweep_cost.py).
+#      --no-sweep leaves 2 and 3 out.
 # The GPU machine cannot download anything and its transformers (5.17) is older than this project's floor, so
 # the wheels it lacks, a tokenizer and a few LongBench tasks travel in .gpu_bundle/ (git-ignored, ~45 MB).
 # flash-attn has no wheel for that machine: sdpa is what is measured.
@@ -39,7 +41,7 @@ if [ "${1:-}" = "--prepare" ]; then
   exit 0
 fi
 
-SHAPES="" DEV=cuda DTYPE=bfloat16 LENGTHS="4096 16384" REPEATS=3 TOK="$B/tokenizer" SWEEP=1 SMOKE=0
+SHAPES="" DEV=cuda DTYPE=bfloat16 LENGTHS="" REPEATS=3 WAYS="masked compacted" TOK="$B/tokenizer" SWEEP=1 SMOKE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -52,8 +54,9 @@ while [ $# -gt 0 ]; do
 done
 if [ "$SMOKE" = 1 ]; then
   PY=${PYTHON:-.venv/bin/python} SHAPES=${SHAPES:-"tiny tiny-qwen2 tiny-gemma2"} DEV=cpu DTYPE=float32
-  LENGTHS="256 512" REPEATS=1 TOK=""  # the default model's tokenizer
+  LENGTHS=${LENGTHS:-"256 512"} REPEATS=1 TOK="" WAYS=masked  # the default model's tokenizer; tests time masked
 else
+  LENGTHS=${LENGTHS:-"4096 16384"}
   SHAPES=${SHAPES:-"llama3.1-8b qwen2.5-7b gemma2-9b"}
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$B"/whl/*.whl
   export PYTHONPATH=/tmp/site KVW_LONGBENCH="$PWD/$B/longbench" KVW_CACHE=${KVW_CACHE:-/tmp/kvw-cache}
@@ -84,4 +87,13 @@ for n in $LENGTHS; do
   # bf16: batched and batch-1 matmuls round differently, so tokens may flip after a near-tie; speed is the point
   "$PY" benchmarks/policy_sweep.py --random-config "$FIRST" --tokenizer "$TOK" --device "$DEV" --dtype "$DTYPE" \
     --task "$task" --max-tokens "$n" --max-new-tokens 32 --tolerance 1e9
+done
+
+for n in $LENGTHS; do
+  task=hotpotqa
+  [ "$n" -gt 8192 ] && task=narrativeqa
+  echo "== 3. a sample's whole default sweep vs one full-cache answer, $n tokens ($task, $FIRST) =="
+  # shellcheck disable=SC2086
+  "$PY" benchmarks/sweep_cost.py --random-config "$FIRST" --tokenizer "$TOK" --device "$DEV" --dtype "$DTYPE" \
+    --task "$task" --lengths "$n" --repeats "$REPEATS" --reprefill 2 --ways $WAYS
 done

@@ -14,7 +14,10 @@ transform.evaluate.evaluate_sample, the function the flow calls. Three ways, sid
 
 One answer = a question_aware prefill plus greedy decoding to max_new_tokens (the full cache alone). Keep-sets
 come from the prompt's own statistics, computed once outside every timing (the warehouse holds them). Peak
-memory: the most the process's resident set (CPU) or allocated memory (CUDA) grew during a run, sampled.
+memory: the most the process's resident set (CPU) or allocated memory (CUDA) grew during a run, sampled every
+2 ms; on the CPU the script runs with MALLOC_MMAP_THRESHOLD_=131072, so every tensor over 128 KB is its own
+mapping and freeing it shrinks the resident set (glibc would otherwise reuse freed heap and hide the peak), and
+each way runs once on one policy first (metrics, tokenizer and allocator warm-ups are not the sweep's).
 Prints min/median/max seconds per way and the ratios to one answer (goal: masked <= 5x on the CPU).
 
     python benchmarks/sweep_cost.py                                   # 2K and 4K tokens, 3 repeats
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import threading
 import time
 
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096], help="prompt tokens (max_tokens)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--reprefill", type=int, default=2, help="instances timed for re-prefill (0: skip it)")
-    ap.add_argument("--ways", nargs="+", default=["masked", "compacted"], choices=["masked", "compacted"])
+    ap.add_argument("--ways", nargs="+", default=["masked", "compacted"], choices=["masked", "compacted"],
+                    help="the sweep's decoding paths to time (both by default)")
     ap.add_argument("--random-config", choices=sorted(SHAPES), help="random weights of this shape instead")
     ap.add_argument("--tokenizer", help="with --random-config: a local tokenizer folder (default: the default model's)")
     ap.add_argument("--device", default="auto")
@@ -107,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # see the docstring: resident memory that follows tensors
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
 
     if a.random_config:
         loaded = random_model(a.random_config, a.device, a.dtype, tokenizer(a.tokenizer))
@@ -167,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             runs["re-prefill"] = reprefill
         times: dict[str, list[float]] = {k: [] for k in runs}
         peaks: dict[str, list[int]] = {k: [] for k in runs}
-        answer()  # warm-up
+        answer()  # warm-ups
+        for way in a.ways:
+            evaluate_sample(loaded, sample, refs[:1], SETTINGS[:1], keep_for, decoding=way)
         for r in range(a.repeats):
             order = list(runs) if r % 2 == 0 else list(runs)[::-1]  # interleaved, both orders
             for name in order:
