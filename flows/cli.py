@@ -236,14 +236,24 @@ def _download(a) -> int:
     return 0
 
 
-@command("tables", "print every table's grain, key and columns")
+@command("tables", "print every table's grain, key and columns, then every SQL view's and the macros")
 def _tables(a) -> int:
+    from warehouse.catalog import describe_views
     from warehouse.schemas import TABLES
 
     for t in TABLES.values():
         print(f"{t.name}: {t.grain}\n  key: {', '.join(t.key)}\n  partitions: {', '.join(t.partitions)}")
         for f in t.schema:
             print(f"    {f.name:<22} {f.type}")
+    views, macros = describe_views()
+    print("\nviews (SQL over the tables, in warehouse/views/):")
+    for v in views:
+        print(f"{v.name}: {v.doc}")
+        for col, typ in v.columns:
+            print(f"    {col:<22} {typ}")
+    print("\nmacros:")
+    for m in macros:
+        print(f"  {m.name}: {m.doc}")
     return 0
 
 
