@@ -1,4 +1,4 @@
-"""`kvw`: the project's command line (ad-hoc SQL, catalog, serving, work-pool workers, data download).
+"""`kvw`: the project's command line (ad-hoc SQL, catalog, flow runs in-process, serving, workers, download).
 
 Each subcommand is a thin wrapper over an importable function; `kvw <cmd> -h` for options.
 """
@@ -160,6 +160,55 @@ def _verify(a) -> int:
     print(f"{report.files} files, {report.rows:,} rows, {report.bytes / 2**20:,.1f} MiB checked in "
           f"{time.perf_counter() - t0:.1f} s: {tail}")  # fmt: skip
     return 1 if bad else 0
+
+
+def _flow_args(p):
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a flow parameter, as `prefect deployment run -p` takes it (a JSON value, else text); "
+                        "repeatable, e.g. -p tasks=qasper,trec -p limit=2")  # fmt: skip
+
+
+def _run_flow(name: str, flow_ref: str, a) -> int:
+    """The flow in this process (flows/local.py): reported to the server at PREFECT_API_URL when one answers,
+    else to a temporary one; the flow's result printed, exit 1 when the run did not complete."""
+    import importlib
+
+    from flows import local
+
+    module, attr = flow_ref.split(":")
+    flow = getattr(importlib.import_module(module), attr)
+    try:
+        params = local.parse_params(a.param, flow)
+    except local.ParamError as err:
+        print(f"kvw {name}: {err}", file=sys.stderr)
+        return 2
+    url = os.environ.get("PREFECT_API_URL")
+    answers = local.server_answers(url)
+    at = url or "(PREFECT_API_URL unset)"
+    if params.get("work_pool") and not answers:
+        print(f"kvw {name}: work_pool needs the Prefect server its workers poll, and none answers at {at}: "
+              "start it (see Scale out in the README)", file=sys.stderr)  # fmt: skip
+        return 2
+    if not answers:
+        print(f"kvw {name}: no Prefect server at {at}: running with a temporary one (the run is kept in "
+              f"{os.environ.get('PREFECT_HOME', '~/.prefect')})", file=sys.stderr)  # fmt: skip
+    out = local.run(flow, params, url if answers else None)
+    if not out.completed:
+        print(f"kvw {name}: {out.state}: {out.message}", file=sys.stderr)
+        return 1
+    for k, v in (out.result or {}).items():
+        print(f"{k}: {v}")
+    return 0
+
+
+@command("extract", "run the extract flow here, without a deployment (-p as `prefect deployment run`)", _flow_args)
+def _extract(a) -> int:
+    return _run_flow("extract", "flows.extract_flow:extract", a)
+
+
+@command("evaluate", "run the evaluate flow here, without a deployment (-p as `prefect deployment run`)", _flow_args)
+def _evaluate(a) -> int:
+    return _run_flow("evaluate", "flows.evaluate_flow:evaluate", a)
 
 
 @command("serve", "serve every Prefect deployment (needs PREFECT_API_URL; see scripts/env.sh)")
