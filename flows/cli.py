@@ -473,6 +473,25 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `kvw sql --csv ... | head` closed our stdout: that is not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot raise again
         return 141  # 128 + SIGPIPE, what a shell tool killed by the closed pipe reports
+    except KeyboardInterrupt:
+        print(f"kvw {a.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a user gets one line naming the problem, never a traceback (KVW_DEBUG=1 shows it)
+        if os.environ.get("KVW_DEBUG"):
+            raise
+        print(f"kvw {a.cmd}: {_explain(err)}", file=sys.stderr)
+        return 1
+
+
+def _explain(err: Exception) -> str:
+    """One line for an error no handler named: the message of an expected kind (bad data or input, a store or
+    catalog that cannot be used), else the exception's type too and how to see the traceback."""
+    import duckdb
+
+    first = (str(err).strip().splitlines() or [""])[0]
+    if isinstance(err, duckdb.Error | OSError | ValueError) and first:
+        return f"{first}{_verify_hint(err) if isinstance(err, duckdb.Error) else ''}"
+    return f"unexpected {type(err).__name__}: {first} (KVW_DEBUG=1 prints the traceback; please report it)"
 
 
 if __name__ == "__main__":
