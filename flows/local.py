@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
+import os
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -69,7 +72,28 @@ def run(flow, params: dict[str, Any], url: str | None) -> Outcome:
         settings, where = temporary_settings(updates={PREFECT_API_URL: url}), url
     else:
         settings, where = temporary_settings(restore_defaults={PREFECT_API_URL}), "a temporary server"
-    with settings:
-        state = flow(**params, return_state=True)
-        result = state.result(raise_on_failure=False) if state.is_completed() else None
+    console = [] if os.environ.get("KVW_DEBUG") else [h for h in logging.getLogger().handlers if _is_console(h)]
+    for h in console:
+        h.addFilter(_no_traceback)
+    try:
+        with settings:
+            state = flow(**params, return_state=True)
+            result = state.result(raise_on_failure=False) if state.is_completed() else None
+    finally:
+        for h in console:
+            h.removeFilter(_no_traceback)
     return Outcome(state.is_completed(), state.name, result, state.message or "", where)
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return type(handler).__name__ == "PrefectConsoleHandler" or (
+        isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stderr, sys.stdout)
+    )
+
+
+def _no_traceback(record: logging.LogRecord) -> bool:
+    """The terminal shows each error as its one-line message: no `kvw` command prints a traceback. The run's
+    logs on the server keep it (its handlers sit on Prefect's run loggers, which handle a record before the
+    root's console handler does); KVW_DEBUG=1 keeps it here too."""
+    record.exc_info, record.exc_text = None, None
+    return True

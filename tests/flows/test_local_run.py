@@ -60,8 +60,11 @@ def test_extract_then_evaluate_with_no_server_and_no_deployment(smol, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failed_run_exits_1_with_its_message(tmp_path):
+def test_a_failed_run_exits_1_with_its_message_and_no_traceback(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PYTHONPATH=str(REPO), DO_NOT_TRACK="1")
     r = kvw(env, "evaluate", "-p", f"output={tmp_path / 'empty'}", "-p", "device=cpu")
     assert r.returncode == 1 and "kvw evaluate: Failed:" in r.stderr, r.stderr[-3000:]
+    assert "no extraction run" in r.stderr and "Traceback" not in r.stderr, "one line per error, no traceback"
+    r = kvw({**env, "KVW_DEBUG": "1"}, "evaluate", "-p", f"output={tmp_path / 'empty'}", "-p", "device=cpu")
+    assert r.returncode == 1 and "Traceback" in r.stderr, "KVW_DEBUG=1 keeps Prefect's traceback"
