@@ -60,7 +60,6 @@ class Outcome:
     state: str  # Prefect's state name: Completed, Failed, Crashed, ...
     result: Any  # the flow's return value when it completed
     message: str  # the final state's message (why it failed)
-    where: str  # the server that recorded the run
 
 
 def run(flow, params: dict[str, Any], url: str | None) -> Outcome:
@@ -69,9 +68,9 @@ def run(flow, params: dict[str, Any], url: str | None) -> Outcome:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     if url:
-        settings, where = temporary_settings(updates={PREFECT_API_URL: url}), url
+        settings = temporary_settings(updates={PREFECT_API_URL: url})
     else:
-        settings, where = temporary_settings(restore_defaults={PREFECT_API_URL}), "a temporary server"
+        settings = temporary_settings(restore_defaults={PREFECT_API_URL})
     console = [] if os.environ.get("KVW_DEBUG") else [h for h in logging.getLogger().handlers if _is_console(h)]
     for h in console:
         h.addFilter(_no_traceback)
@@ -82,7 +81,7 @@ def run(flow, params: dict[str, Any], url: str | None) -> Outcome:
     finally:
         for h in console:
             h.removeFilter(_no_traceback)
-    return Outcome(state.is_completed(), state.name, result, state.message or "", where)
+    return Outcome(state.is_completed(), state.name, result, state.message or "")
 
 
 def _is_console(handler: logging.Handler) -> bool:

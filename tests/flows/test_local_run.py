@@ -68,3 +68,17 @@ def test_a_failed_run_exits_1_with_its_message_and_no_traceback(tmp_path):
     assert "no extraction run" in r.stderr and "Traceback" not in r.stderr, "one line per error, no traceback"
     r = kvw({**env, "KVW_DEBUG": "1"}, "evaluate", "-p", f"output={tmp_path / 'empty'}", "-p", "device=cpu")
     assert r.returncode == 1 and "Traceback" in r.stderr, "KVW_DEBUG=1 keeps Prefect's traceback"
+
+
+@pytest.mark.prefect
+def test_a_server_that_answers_records_the_run(prefect_server, tmp_path):
+    """With a server at PREFECT_API_URL the in-process run is recorded there (its UI shows it), no temporary one."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    r = kvw(dict(prefect_server), "evaluate", "-p", f"output={tmp_path / 'empty'}", "-p", "device=cpu")
+    assert r.returncode == 1 and "temporary" not in r.stderr, r.stderr[-3000:]
+    url = prefect_server["PREFECT_API_URL"]
+    with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        runs = [fr for fr in client.read_flow_runs() if fr.parameters.get("output") == str(tmp_path / "empty")]
+    assert len(runs) == 1 and runs[0].state.is_failed() and runs[0].name.startswith("evaluate-")
