@@ -35,14 +35,20 @@ def test_compare_prints_n_mean_and_interval(db, capsys):
                                    ("kl_continuation",))  # fmt: skip
     con.close()
     pooled = {(r[2], float(r[3])): r for r in rows if r[0] == "(all tasks)"}
+    values = {}  # (label, budget) -> the 8 per-sample values the pooled line summarizes
+    con = catalog.connect(db)
+    for r in quality_stats.load(con, setting="question_agnostic"):
+        values.setdefault((r["label"], r["budget"]), []).append(r["kl_continuation"])
+    con.close()
     for w in want:
         if w["label"].startswith("knorm"):
             got = pooled[w["label"], w["budget"]]
             assert got[5] == str(w["n"]) == "8" and float(got[6]) == pytest.approx(w["mean"], abs=5e-5)
             lo, hi = (float(x) for x in got[7].strip("[]").split(", "))
             assert (lo, hi) == (pytest.approx(w["lo"], abs=5e-5), pytest.approx(w["hi"], abs=5e-5))
-    # the interval really is a bootstrap of the 8 sample values, not a formula
-    assert np.mean([float(r[6]) for r in pooled.values()]) > 0
+            # a percentile bootstrap of the mean: inside the values' range, around their mean, not zero-width
+            x = np.array(values[w["label"], w["budget"]])
+            assert x.min() - 1e-4 <= lo < x.mean() < hi <= x.max() + 1e-4
 
 
 def test_one_sample_has_no_interval_but_a_dash(db, capsys):
