@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -67,7 +68,7 @@ def _chromium_sh(tmp_path, uid: int, apt_ok: bool = True, env: dict | None = Non
         (bin_ / tool).chmod(0o755)
     for tool in ("sh", "printf", "chmod", "cat"):  # what the stand-ins themselves run
         if not (bin_ / tool).exists():
-            (bin_ / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+            (bin_ / tool).symlink_to(shutil.which(tool))
     r = subprocess.run(
         ["/bin/bash", str(REPO / "scripts" / "chromium.sh")],
         capture_output=True,
