@@ -28,4 +28,4 @@ def test_wakes_on_a_rename_into_a_new_nested_folder_and_times_out_otherwise(tmp_
         while not any(p.name == "s1.parquet" for p in seen) and time.monotonic() - t0 < 5:
             seen += watch.wait(5)
         assert any(p == tmp_path / "data" / "token_stats" / "task=trec" / "s1.parquet" for p in seen), seen
-        assert time.monotonic() - t0 < 2, "woken by the write, not by a timeout"
+        assert time.monotonic() - t0 < 4, "woken by the write, not by the 5 s timeout"
