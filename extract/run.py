@@ -23,7 +23,7 @@ from extract.longbench import LongBench, Sample, Skip, read_task
 from extract.model import Loaded
 from extract.sample import StatsConfig, extract_sample
 from warehouse import schemas
-from warehouse.store import Store
+from warehouse.store import Store, check_partition_value
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,24 @@ def effective_max_tokens(loaded: Loaded, max_tokens: int) -> int:
     return min(max_tokens, loaded.max_positions)
 
 
+def check_run_name(run_name: str | None) -> None:
+    """A run name becomes the run_id folder of every file the run writes: one that cannot be (`/`, `..`, `<`,
+    a leading '.') is refused here, before the model loads. It used to fail at the first write, after a
+    prefill and two retries, naming run_id rather than the parameter."""
+    if not run_name:  # unset or empty: the run id is derived (make_run_id)
+        return
+    try:
+        check_partition_value("run_id", run_name)
+    except ValueError:
+        raise ValueError(
+            f"run_name {run_name!r} cannot name a run: use letters, digits, '.', '_', '+' or '-', not starting "
+            "with '.' (it becomes the run_id folder of every file the run writes)"
+        ) from None
+
+
 def make_run_id(loaded: Loaded, max_tokens: int, cfg: StatsConfig, run_name: str | None = None) -> str:
     if run_name:
+        check_run_name(run_name)
         return run_name
     shape = {
         "model": loaded.source,

@@ -1,4 +1,4 @@
-"""`kvw`: the project's command line (ad-hoc SQL, catalog, serving, work-pool workers, data download).
+"""`kvw`: the project's command line (ad-hoc SQL, catalog, flow runs in-process, serving, workers, download).
 
 Each subcommand is a thin wrapper over an importable function; `kvw <cmd> -h` for options.
 """
@@ -162,6 +162,55 @@ def _verify(a) -> int:
     return 1 if bad else 0
 
 
+def _flow_args(p):
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a flow parameter, as `prefect deployment run -p` takes it (a JSON value, else text); "
+                        "repeatable, e.g. -p tasks=qasper,trec -p limit=2")  # fmt: skip
+
+
+def _run_flow(name: str, flow_ref: str, a) -> int:
+    """The flow in this process (flows/local.py): reported to the server at PREFECT_API_URL when one answers,
+    else to a temporary one; the flow's result printed, exit 1 when the run did not complete."""
+    import importlib
+
+    from flows import local
+
+    module, attr = flow_ref.split(":")
+    flow = getattr(importlib.import_module(module), attr)
+    try:
+        params = local.parse_params(a.param, flow)
+    except local.ParamError as err:
+        print(f"kvw {name}: {err}", file=sys.stderr)
+        return 2
+    url = os.environ.get("PREFECT_API_URL")
+    answers = local.server_answers(url)
+    at = url or "(PREFECT_API_URL unset)"
+    if params.get("work_pool") and not answers:
+        print(f"kvw {name}: work_pool needs the Prefect server its workers poll, and none answers at {at}: "
+              "start it (see Scale out in the README)", file=sys.stderr)  # fmt: skip
+        return 2
+    if not answers:
+        print(f"kvw {name}: no Prefect server at {at}: running with a temporary one (the run is kept in "
+              f"{os.environ.get('PREFECT_HOME', '~/.prefect')})", file=sys.stderr)  # fmt: skip
+    out = local.run(flow, params, url if answers else None)
+    if not out.completed:
+        print(f"kvw {name}: {out.state}: {out.message}", file=sys.stderr)
+        return 1
+    for k, v in (out.result or {}).items():
+        print(f"{k}: {v}")
+    return 0
+
+
+@command("extract", "run the extract flow here, without a deployment (-p as `prefect deployment run`)", _flow_args)
+def _extract(a) -> int:
+    return _run_flow("extract", "flows.extract_flow:extract", a)
+
+
+@command("evaluate", "run the evaluate flow here, without a deployment (-p as `prefect deployment run`)", _flow_args)
+def _evaluate(a) -> int:
+    return _run_flow("evaluate", "flows.evaluate_flow:evaluate", a)
+
+
 @command("serve", "serve every Prefect deployment (needs PREFECT_API_URL; see scripts/env.sh)")
 def _serve(a) -> int:
     from flows.serve import main
@@ -236,14 +285,24 @@ def _download(a) -> int:
     return 0
 
 
-@command("tables", "print every table's grain, key and columns")
+@command("tables", "print every table's grain, key and columns, then every SQL view's and the macros")
 def _tables(a) -> int:
+    from warehouse.catalog import describe_views
     from warehouse.schemas import TABLES
 
     for t in TABLES.values():
         print(f"{t.name}: {t.grain}\n  key: {', '.join(t.key)}\n  partitions: {', '.join(t.partitions)}")
         for f in t.schema:
             print(f"    {f.name:<22} {f.type}")
+    views, macros = describe_views()
+    print("\nviews (SQL over the tables, in warehouse/views/):")
+    for v in views:
+        print(f"{v.name}: {v.doc}")
+        for col, typ in v.columns:
+            print(f"    {col:<22} {typ}")
+    print("\nmacros:")
+    for m in macros:
+        print(f"  {m.name}: {m.doc}")
     return 0
 
 
@@ -414,6 +473,25 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `kvw sql --csv ... | head` closed our stdout: that is not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot raise again
         return 141  # 128 + SIGPIPE, what a shell tool killed by the closed pipe reports
+    except KeyboardInterrupt:
+        print(f"kvw {a.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a user gets one line naming the problem, never a traceback (KVW_DEBUG=1 shows it)
+        if os.environ.get("KVW_DEBUG"):
+            raise
+        print(f"kvw {a.cmd}: {_explain(err)}", file=sys.stderr)
+        return 1
+
+
+def _explain(err: Exception) -> str:
+    """One line for an error no handler named: the message of an expected kind (bad data or input, a store or
+    catalog that cannot be used), else the exception's type too and how to see the traceback."""
+    import duckdb
+
+    first = (str(err).strip().splitlines() or [""])[0]
+    if isinstance(err, duckdb.Error | OSError | ValueError) and first:
+        return f"{first}{_verify_hint(err) if isinstance(err, duckdb.Error) else ''}"
+    return f"unexpected {type(err).__name__}: {first} (KVW_DEBUG=1 prints the traceback; please report it)"
 
 
 if __name__ == "__main__":

@@ -157,7 +157,8 @@ def extract(
     Ends Failed (after writing the run record, the catalog and the summary) when any sample or shard failed."""
     args = dict(locals())  # every parameter, defaults included: what each shard is handed
     check_concurrency(concurrency)
-    check_before_work(output, None if work_pool else model, "cpu" if work_pool else device, dtype)  # shards: theirs
+    pooled = bool(work_pool)  # the shards check their own model and device
+    check_before_work(output, None if pooled else model, "cpu" if pooled else device, dtype, run_name)
     if work_pool:
         return _fan_out(args)
     log = get_run_logger()
@@ -275,7 +276,7 @@ def extract_shard(
     """One shard of an `extract` run on a pool worker: samples start..stop-1 of `task` (and the bad records
     among them). Idempotent: done samples are skipped, so a resubmitted shard finishes what is missing."""
     check_concurrency(concurrency)
-    check_before_work(output, model, device, dtype)
+    check_before_work(output, model, device, dtype, run_name)
     threads = worker.apply_thread_pin()
     log = get_run_logger()
     lb = needle.attach(open_longbench(data_dir), needle_grid)

@@ -16,7 +16,15 @@ from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    ArtifactFilterType,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.sorting import ArtifactSort
 from prefect.deployments import run_deployment
 
 from flows.shards import Shard
@@ -89,20 +97,31 @@ def _states(client, ids: list[UUID], page: int = 200) -> dict:
 
 
 def _read_outcomes(client, runs: list[ShardRun], page: int = 200) -> None:
-    """Each shard's outcome table (one artifact per shard run), `page` runs per request."""
+    """Each shard's outcome table: the newest `OUTCOMES_KEY` table artifact of its final run. Every table
+    artifact of the runs is read, `page` run ids per filter and `page` artifacts per request until a short page:
+    a shard run may hold other artifacts, and a retried one a table per attempt. (One request of `page`
+    artifacts for `page` runs dropped outcomes as soon as any run held a second artifact.)"""
     by_run = {r.flow_run_id: r for r in runs}
-    ids, arts = list(by_run), []
+    ids, newest = list(by_run), {}
     for i in range(0, len(ids), page):
-        arts += client.read_artifacts(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids[i : i + page])),
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(exists_=False)),
-            limit=page,
+        tables = ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=ids[i : i + page]),
+            key=ArtifactFilterKey(exists_=False),
+            type=ArtifactFilterType(any_=["table"]),
         )
-    for art in arts:
-        r = by_run.get(art.flow_run_id)
-        if r is not None and art.description == OUTCOMES_KEY:
-            data = json.loads(art.data) if isinstance(art.data, str) else art.data
-            r.rows = list(data)
+        offset = 0
+        while True:
+            arts = client.read_artifacts(artifact_filter=tables, sort=ArtifactSort.ID_DESC, limit=page, offset=offset)
+            for art in arts:
+                seen = newest.get(art.flow_run_id)
+                if art.description == OUTCOMES_KEY and (seen is None or art.created > seen.created):
+                    newest[art.flow_run_id] = art
+            if len(arts) < page:
+                break
+            offset += len(arts)
+    for run_id, art in newest.items():
+        data = json.loads(art.data) if isinstance(art.data, str) else art.data
+        by_run[run_id].rows = list(data)
 
 
 def failures(runs: list[ShardRun]) -> list[str]:

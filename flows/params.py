@@ -36,11 +36,17 @@ def retryable(task, task_run, state) -> bool:
     return transient(err) if isinstance(err, BaseException) else True
 
 
-def check_before_work(output: str | None, model: str | None, device: str, dtype: str | None = None) -> None:
+def check_before_work(
+    output: str | None, model: str | None, device: str, dtype: str | None = None, run_name: str | None = None
+) -> None:
     """What a flow checks before it loads a model or reads data: an unwritable `output` used to fail after
-    the model load and the prefills, a bad device or model only after retries. `model` None: not known yet."""
+    the model load and the prefills, a bad device or model only after retries, a `run_name` that cannot name
+    a folder at the first write. `model` None: not known yet."""
     from extract import model as models
+    from extract.run import check_run_name
     from warehouse import config, remote
+
+    check_run_name(run_name)
 
     data_root, _ = config.locations(output)
     if not remote.is_url(data_root):

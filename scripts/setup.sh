@@ -8,6 +8,16 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
+scripts/chromium.sh   # headless Chromium for the report pages: apt-get as root, else how to install it
+# Older DuckDB releases for the catalog compatibility test, each in its own folder outside the venv (so not
+# under constraints.txt), fetched once here: the test itself never installs (offline it skips, saying why).
+old_duckdb="${KVW_CACHE:-$HOME/.cache/kvwarehouse}/old-duckdb"
+for v in $(grep -v '^#' scripts/old-duckdb.txt); do
+  if [ ! -d "$old_duckdb/$v/duckdb" ]; then
+    python -m pip install -q --no-deps --only-binary=:all: --target "$old_duckdb/$v" "duckdb==$v" \
+      || echo "warning: could not fetch duckdb==$v (offline?): tests/warehouse/test_catalog_compat.py will skip it" >&2
+  fi
+done
 stamp=.venv/.kvw-installed
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ] \
   && [ "$stamp" -nt constraints.txt ]; then

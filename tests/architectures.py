@@ -48,6 +48,16 @@ def _configs(vocab: int) -> dict[str, tf.PretrainedConfig]:
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "phi3", "olmo2", "gptoss")
 EAGER_ONLY = {"gemma2", "gptoss"}  # transformers refuses sdpa for Gemma2 (softcapping) and gpt-oss (sinks)
+# In the fast subset (`-m "not slow"`): full attention with GQA, sliding windows, both mixed. The others took
+# 5-12 s each through eviction on the 2-core machine.
+FAST = ("llama", "qwen2", "mistral", "gemma3")
+
+
+def fast_or_slow(names) -> list:
+    """pytest params of `names`, those outside FAST marked slow."""
+    import pytest
+
+    return [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in names]
 
 
 def hybrid_config(vocab: int = 512) -> tf.PretrainedConfig:

@@ -28,13 +28,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DEFAULT_MODEL_IN_A_FLOW = {"tests/flows/test_crash_rerun.py", "tests/flows/test_extract_deployment.py"}
 
 
+# Costly by kind: the real default model, a Prefect server, headless Chromium each take tens of seconds to set up.
+SLOW_KINDS = ("model", "prefect", "browser")
+
+
 def pytest_collection_modifyitems(config, items):
     """`-m "not model"` must leave out every test that loads the real default model: those using the `smol`
-    fixture (directly or through small_warehouse, report_warehouse, ...) and those whose flows load it."""
+    fixture (directly or through small_warehouse, report_warehouse, ...) and those whose flows load it.
+    `-m "not slow"` is the fast subset (README: Tests): every test of a SLOW_KINDS kind is also `slow`, beside
+    those marked slow by hand (measured at 5 s or more on the 2-core machine)."""
     for item in items:
         where = Path(str(item.fspath)).relative_to(REPO).as_posix()
         if "smol" in getattr(item, "fixturenames", ()) or where in DEFAULT_MODEL_IN_A_FLOW:
             item.add_marker(pytest.mark.model)
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

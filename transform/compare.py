@@ -53,7 +53,8 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def table_text(summary: list[dict], measure: str = "kl_continuation") -> str:
-    """One line per (scope, setting, policy, budget): share kept, n, mean [95% interval], NULL rows (why)."""
+    """One line per (scope, setting, policy, budget): share kept, n, mean [95% interval] (– where n < 2: one
+    sample has no interval), NULL rows (why)."""
     spec = ".1f" if measure.startswith("score") else ".4f"
     head = ["scope", "setting", "policy", "budget", "kept", "n", "mean", "95% interval", "NULL"]
     lines = []
@@ -63,7 +64,7 @@ def table_text(summary: list[dict], measure: str = "kl_continuation") -> str:
         budget = "-" if r["budget"] is None else f"{r['budget']:g}"
         null = f"{r['n_null']} ({r['null_reason'].split(':')[0]})" if r["n_null"] else "0"
         lines.append([r["scope"], r["setting"], r["label"], budget, _fmt(r["kept_share"], ".1%"), str(r["n"]),
-                      _fmt(r["mean"], spec), f"[{_fmt(r['lo'], spec)}, {_fmt(r['hi'], spec)}]", null])  # fmt: skip
+                      _fmt(r["mean"], spec), qs.interval_text(r, spec), null])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
 
     def fmt(row: list) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -101,6 +103,66 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     con.execute(MACROS)
     for sql in view_files():
         con.execute(sql.read_text())
+
+
+_CREATE = re.compile(r"^CREATE OR REPLACE (VIEW|MACRO) (\w+)", re.M)
+
+
+def view_docs() -> dict[str, tuple[str, str]]:
+    """Each view and macro of views/: (kind, the first sentence of the comment above it), in file order. The
+    comment is the documentation a user reads, so it is taken from the SQL rather than repeated here."""
+    docs = {}
+    for path in view_files():
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            m = _CREATE.match(line)
+            if not m:
+                continue
+            j = i
+            while j > 0 and lines[j - 1].startswith("--"):
+                j -= 1
+            block = " ".join(x.removeprefix("--").strip() for x in lines[j:i])
+            first = re.split(r"(?<=[.])\s", block, maxsplit=1)[0]  # its first sentence: the grain, usually
+            docs[m.group(2)] = (m.group(1).lower(), re.sub(rf"^{m.group(2)}(\([^)]*\))?:\s*", "", first))
+    return docs
+
+
+@dataclass(frozen=True)
+class Described:
+    """A view or macro as a user meets it: its name (a macro's with its parameters), what one row (or the
+    result) is, and a view's columns (name, type)."""
+
+    name: str
+    doc: str
+    columns: list[tuple[str, str]]
+
+
+def describe_views() -> tuple[list[Described], list[Described]]:
+    """The SQL views of views/ and the macros, bound over an empty store: what a query can name before any data
+    exists (`kvw tables`). The table views are left out: their schemas are TABLES."""
+    import tempfile
+
+    docs = view_docs()
+    docs.setdefault("pos_bucket", ("macro", "bucket of a position: 0 .. buckets-1 over a sequence of n tokens"))
+    with tempfile.TemporaryDirectory(prefix="kvw-views-") as tmp:
+        con = memory(Store(tmp))
+        try:
+            cols = con.execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE NOT internal "
+                "ORDER BY table_name, column_index"
+            ).fetchall()
+            macros = con.execute(
+                "SELECT function_name, parameters FROM duckdb_functions() WHERE function_type = 'macro' "
+                "AND NOT internal"
+            ).fetchall()
+        finally:
+            con.close()
+    by_view: dict[str, list[tuple[str, str]]] = {}
+    for view, col, typ in cols:
+        by_view.setdefault(view, []).append((col, typ))
+    views = [Described(name, doc, by_view[name]) for name, (kind, doc) in docs.items() if kind == "view"]
+    found = [Described(f"{name}({', '.join(params)})", docs.get(name, ("", ""))[1], []) for name, params in macros]
+    return views, found
 
 
 def memory(store: Store) -> duckdb.DuckDBPyConnection:

@@ -53,9 +53,11 @@ def bootstrap_ci(
 ) -> tuple[float, float] | tuple[None, None]:
     """Percentile bootstrap interval of the mean: `resamples` means of n values drawn with replacement.
 
-    The values are sorted first, so the interval does not depend on the order rows arrive in."""
+    The values are sorted first, so the interval does not depend on the order rows arrive in. Fewer than two
+    values give no interval (None, None): resampling one value only ever draws it, a zero-width "95% interval"
+    that claims a certainty one sample cannot give."""
     x = np.sort(np.asarray(values, dtype=np.float64))
-    if x.size == 0:
+    if x.size < 2:
         return None, None
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
@@ -115,8 +117,17 @@ def _num(x: float | None, spec: str) -> str:
     return "NULL" if x is None else format(x, spec)
 
 
+NO_INTERVAL = "–"  # printed for the interval of fewer than 2 values (bootstrap_ci)
+
+
+def interval_text(r: dict, spec: str) -> str:
+    """`[lo, hi]` of a summary row, or NO_INTERVAL where n < 2."""
+    return NO_INTERVAL if r["n"] < 2 else f"[{_num(r['lo'], spec)}, {_num(r['hi'], spec)}]"
+
+
 def markdown(summary: Sequence[dict], measure: str, keys: Sequence[str] = ("setting", "label", "budget")) -> str:
-    """A markdown table of one measure: the keys, n, mean and interval (NULL where no sample defines it)."""
+    """A markdown table of one measure: the keys, n, mean (NULL where no sample defines it) and interval (– where
+    n < 2)."""
     spec = ".4f" if measure.startswith("kl") or measure == "nll_increase" else ".1f"
     lines = [f"**{measure}**: {MEASURES[measure]}; mean and bootstrap 95% interval ({RESAMPLES} resamples, "
              f"seed {SEED})", "", f"| {' | '.join(keys)} | n | mean | 95% interval | NULL (reason) |",
@@ -127,7 +138,7 @@ def markdown(summary: Sequence[dict], measure: str, keys: Sequence[str] = ("sett
         null = f"{r['n_null']} ({r['null_reason']})" if r["n_null"] else "0"
         cells = [_num(r[k], "g") if isinstance(r[k], float) else str(r[k]) for k in keys]
         lines.append(f"| {' | '.join(cells)} | {r['n']} | {_num(r['mean'], spec)} | "
-                     f"[{_num(r['lo'], spec)}, {_num(r['hi'], spec)}] | {null} |")  # fmt: skip
+                     f"{interval_text(r, spec)} | {null} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -87,6 +87,24 @@ def explained(url: str) -> Iterator[None]:
             f"{url}: access denied ({err}); check the credentials (for S3: AWS_ACCESS_KEY_ID / "
             "AWS_SECRET_ACCESS_KEY or ~/.aws, AWS_ENDPOINT_URL for a non-AWS endpoint)"
         ) from err
+    except Exception as err:
+        if not unreachable(err):
+            raise
+        raise StoreError(
+            f"{bucket_url(url)}: the object store cannot be reached ({err}); check the endpoint (for S3: "
+            "AWS_ENDPOINT_URL for a non-AWS endpoint), the network and any proxy"
+        ) from err
+
+
+# A connection that never opened (the endpoint is wrong, down or unroutable), as botocore, aiohttp and Python
+# spell it: what a second request a moment later would most likely meet too. A reset mid-transfer is not one.
+UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError"}
+
+
+def unreachable(err: BaseException) -> bool:
+    """Is this error an object store that cannot be connected to at all? (By class name: warehouse/ imports no
+    cloud SDK.)"""
+    return any(cls.__name__ in UNREACHABLE for cls in type(err).__mro__)
 
 
 def missing_bucket(err: FileNotFoundError) -> bool:

@@ -12,7 +12,8 @@ from tests.extract.test_capture import eager_received
 
 T, W, CTX = 300, 32, 200  # prompt longer than the sliding window (128); the context ends past it too
 CASES = [(n, impl) for n in SUPPORTED for impl in (("eager",) if n in EAGER_ONLY else ("sdpa", "eager"))]
-CASES += [("gemma3", "flex_attention")]  # a third implementation, wrapped alike (sliding layers as block masks)
+# a third implementation, wrapped alike (sliding layers as block masks); slow: flex attention compiles (8 s)
+CASES += [pytest.param("gemma3", "flex_attention", marks=pytest.mark.slow)]
 KINDS = {  # attention per layer, as each config declares it
     "mistral": ["sliding"] * 4,
     "gemma2": ["sliding", "full"] * 2,

@@ -46,6 +46,37 @@ def test_tables_lists_every_schema(capsys):
         assert f"{name}: {table.grain}" in out
 
 
+def test_tables_lists_every_view_with_its_columns_and_every_macro(tmp_path, capsys):
+    """A new user saw the tables only, not the ~30 views (keep_sets, quality_samples, ...) their queries name."""
+    from warehouse import catalog
+    from warehouse.store import Store
+
+    con = catalog.memory(Store(tmp_path))
+    views = {v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    macro_sql = "SELECT function_name FROM duckdb_functions() WHERE function_type = 'macro' AND NOT internal"
+    macros = [m for (m,) in con.execute(macro_sql).fetchall()]
+    views -= set(TABLES)
+    assert views and macros
+    assert main(["tables"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    heads = {line.split(":", 1)[0]: i for i, line in enumerate(lines) if line and not line.startswith(" ")}
+    for view in views:
+        assert view in heads, view
+        assert len(lines[heads[view]]) > len(view) + 10, f"{view} has no description"
+        listed = []
+        for line in lines[heads[view] + 1 :]:
+            if not line.startswith("    "):
+                break
+            listed.append(line.split()[0])
+        columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index"
+        expected = [c for (c,) in con.execute(columns, [view]).fetchall()]
+        assert listed == expected, view
+    for macro in macros:
+        assert f"  {macro}(" in out
+    con.close()
+
+
 def test_keep_with_an_empty_task_list_is_an_error_not_every_task(tmp_path, capsys):
     """`--tasks ""` used to read as 'no filter' and rank every extracted task."""
     rc = main(["keep", "snapkv", "--budget", "64", "--tasks", "", "--data", str(tmp_path / "data"),

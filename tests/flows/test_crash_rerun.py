@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from tests.conftest import FIXTURE_LONGBENCH, REPO
+from tests.fswatch import Watch
 
 pytestmark = pytest.mark.prefect
 
@@ -36,23 +37,26 @@ def test_sigkill_mid_run_then_rerun_leaves_every_row_once(prefect_server, tmp_pa
     env = dict(prefect_server, KVW_DATA=str(tmp_path / "data"), KVW_DB=str(tmp_path / "kv.duckdb"))
     data = tmp_path / "data"
     code = RUN.format(data=str(FIXTURE_LONGBENCH))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=REPO,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    killed_partial = False
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline:
-        done, partial = progress(data)
-        if done and partial:  # at least one sample finished, and the next one is half written: kill now
-            killed_partial = True
-            break
-        time.sleep(0.002)  # the partial window (token_stats written, samples not yet) lasts ~5 ms
-    assert proc.poll() is None, "the run finished before it could be killed"
+    with Watch(data) as watch:  # before the writer starts: its first file wakes us
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        killed_partial = False
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            watch.wait(1.0)  # a file landed: look now (the partial window, token_stats without samples, is ~5 ms)
+            if all(progress(data)):  # a sample finished and the next is half written: freeze it, look again
+                os.killpg(proc.pid, signal.SIGSTOP)
+                if all(progress(data)):
+                    killed_partial = True
+                    break
+                os.killpg(proc.pid, signal.SIGCONT)  # it finished that sample in between: the next one
+        assert proc.poll() is None, "the run finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
     n_done_before = len(list((data / "samples").rglob("*.parquet")))

@@ -81,6 +81,20 @@ def test_extract_into_an_unwritable_output_is_refused_first(tmp_path, no_model_l
         _extract(tmp_path, output="/proc/forbidden")
 
 
+@pytest.mark.parametrize("bad", ["a/b", "..", "x<y", ".hidden", "run name"])
+def test_a_run_name_that_cannot_name_a_folder_is_refused_first(tmp_path, no_model_load, bad):
+    """`run_name` with `/`, `..` or `<` used to be refused only at the first write, after a prefill and two
+    retries, naming `run_id`."""
+    with pytest.raises(ValueError, match=r"^run_name .* cannot name a run"):
+        _extract(tmp_path, run_name=bad)
+    from flows.extract_flow import extract_shard
+
+    with pytest.raises(ValueError, match=r"^run_name "):
+        extract_shard.fn(task="qasper", start=0, stop=1, data_dir=str(FIXTURE_LONGBENCH),
+                         output=str(tmp_path / "out"), run_name=bad)  # fmt: skip
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
 def test_extract_on_cuda_without_cuda_is_refused_first(tmp_path, no_model_load, monkeypatch):
     """`device=cuda` without CUDA used to be a raw AssertionError, after 3 attempts."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import FIXTURE_LONGBENCH, REPO, stop
 from tests.flows.conftest import prefect
+from tests.fswatch import Watch
 
 pytestmark = [pytest.mark.prefect, pytest.mark.model]
 
@@ -75,6 +76,18 @@ def alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
     return state not in ("Z", "X")
+
+
+def partial_write(data: Path) -> tuple[set, set]:
+    """(finished samples, samples with token_stats written but no `samples` row yet)."""
+    done = {p.name for p in (data / "samples").rglob("*.parquet")}
+    return done, {p.name for p in (data / "token_stats").rglob("*.parquet")} - done
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def descendants(pid: int) -> list[int]:
@@ -145,26 +158,30 @@ def test_a_killed_shard_and_a_killed_worker_are_resubmitted_and_every_key_lands_
     data = out / "data"
     args = (f"data_dir={str(FIXTURE_LONGBENCH)!r}, tasks='qasper,trec', limit=2, max_tokens=256,"
             f" output={str(out)!r}, work_pool={POOL!r}, shard_size=2")  # fmt: skip
+    watch = Watch(data)  # before any shard writes: each file that lands wakes the loop below
     parent = flow_call(env, "extract", args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        start_new_session=True)  # fmt: skip
     killed, deadline = [], time.time() + 300
     try:
         while not killed and time.time() < deadline and parent.poll() is None:
-            done = {p.name for p in (data / "samples").rglob("*.parquet")}
-            partial = {p.name for p in (data / "token_stats").rglob("*.parquet")} - done
-            if done and partial:  # one sample finished, the next half written: kill now
-                busy = [w for w in workers if descendants(w)]  # workers running a shard now
-                lost = busy[0] if busy else workers[0]
-                other = next(w for w in workers if w != lost)
-                lost_node = [lost, *descendants(lost)]
-                killed = [*lost_node[1:], *descendants(other)]
-                for pid in [*lost_node, *descendants(other)]:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            time.sleep(0.002)
+            watch.wait(1.0)  # a file landed: look now (a sample's partial window is ~5 ms)
+            if not all(partial_write(data)):
+                continue
+            busy = [w for w in workers if descendants(w)]  # workers running a shard now
+            lost = busy[0] if busy else workers[0]
+            other = next(w for w in workers if w != lost)
+            lost_node = [lost, *descendants(lost)]
+            targets = [*lost_node, *descendants(other)]
+            signal_all(targets, signal.SIGSTOP)  # freeze them, then make sure a sample is still half written
+            if not all(partial_write(data)):
+                signal_all(targets, signal.SIGCONT)
+                continue
+            killed = [*lost_node[1:], *descendants(other)]
+            signal_all(targets, signal.SIGKILL)
         assert killed, "no shard was caught mid-write"
         stdout, _ = parent.communicate(timeout=600)
     finally:
+        watch.close()
         stop(parent)
     assert re.search(r"^FINAL COMPLETED None$", stdout, re.M), stdout[-5000:]
     con = duckdb.connect(str(out / "kv.duckdb"), read_only=True)

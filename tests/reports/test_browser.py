@@ -1,6 +1,7 @@
 """Every report in a real headless Chromium, offline: it draws, logs no error or warning, requests nothing
 from a network, reacts to its selectors, and shows token text as text. A PNG of each page is saved."""
 
+import json
 import time
 
 import pytest
@@ -66,6 +67,18 @@ def test_every_selector_choice_redraws_without_errors(built_reports, browser):
     assert tried >= 40  # most reports have a selector
 
 
+# Resolves once Vega's tooltip holds the given text (a MutationObserver: no fixed wait), false after 10 s.
+TOOLTIP_SHOWS = """new Promise((resolve) => {
+  const want = %s;
+  const shown = () => { const t = document.getElementById('vg-tooltip-element');
+                        return !!t && t.textContent.includes(want); };
+  if (shown()) return resolve(true);
+  const seen = new MutationObserver(() => { if (shown()) { seen.disconnect(); resolve(true); } });
+  seen.observe(document.documentElement, {subtree: true, childList: true, characterData: true, attributes: true});
+  setTimeout(() => { seen.disconnect(); resolve(shown()); }, 10000);
+})"""
+
+
 def test_token_text_is_text_never_markup(built_reports, browser):
     """Two tokens carry markup; on the low-importance page they are axis labels and tooltip values
     (spaces shown as '·', as every token's are)."""
@@ -82,7 +95,7 @@ def test_token_text_is_text_never_markup(built_reports, browser):
             " const r = m.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         page.hover(*box)
-        page.evaluate("new Promise((r) => setTimeout(r, 300))")
+        assert page.evaluate(TOOLTIP_SHOWS % json.dumps(img)), "no tooltip with the token within 10 s"
         tip = page.evaluate(
             "(() => { const t = document.getElementById('vg-tooltip-element');"
             " return t ? [t.textContent, t.innerHTML, t.querySelectorAll('img').length] : null; })()"

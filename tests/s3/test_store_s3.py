@@ -75,6 +75,7 @@ def test_round_trip(bucket):
     assert store.clean_tmp() == 0
 
 
+@pytest.mark.slow  # 14 s: a second Python process
 def test_catalog_over_s3_opens_in_a_new_process(bucket, tmp_path):
     store = Store(f"{bucket}/data")
     for task in ("qasper", "trec"):
@@ -170,6 +171,7 @@ def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+@pytest.mark.slow  # 10 s
 def test_remote_views_have_the_declared_schema_and_name_a_file_that_lacks_a_column(bucket, tmp_path):
     import duckdb
     import pyarrow.parquet as pq

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicSlidingWindowLayer
 
-from tests.architectures import SUPPORTED, WINDOW, build
+from tests.architectures import SUPPORTED, WINDOW, build, fast_or_slow
 from tests.conftest import generate
 from transform import decode, decode_batch
 from transform.evict import evict, evicted_layers, held, keep_all
@@ -20,7 +20,7 @@ def prompt(seed=3):
     return torch.randint(3, 512, (T,), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("name", SUPPORTED)
+@pytest.mark.parametrize("name", fast_or_slow(SUPPORTED))
 def test_keep_all_through_eviction_is_generate(name):
     model = build(name)
     ids = prompt()

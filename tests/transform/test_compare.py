@@ -35,14 +35,39 @@ def test_compare_prints_n_mean_and_interval(db, capsys):
                                    ("kl_continuation",))  # fmt: skip
     con.close()
     pooled = {(r[2], float(r[3])): r for r in rows if r[0] == "(all tasks)"}
+    values = {}  # (label, budget) -> the 8 per-sample values the pooled line summarizes
+    con = catalog.connect(db)
+    for r in quality_stats.load(con, setting="question_agnostic"):
+        values.setdefault((r["label"], r["budget"]), []).append(r["kl_continuation"])
+    con.close()
     for w in want:
         if w["label"].startswith("knorm"):
             got = pooled[w["label"], w["budget"]]
             assert got[5] == str(w["n"]) == "8" and float(got[6]) == pytest.approx(w["mean"], abs=5e-5)
             lo, hi = (float(x) for x in got[7].strip("[]").split(", "))
             assert (lo, hi) == (pytest.approx(w["lo"], abs=5e-5), pytest.approx(w["hi"], abs=5e-5))
-    # the interval really is a bootstrap of the 8 sample values, not a formula
-    assert np.mean([float(r[6]) for r in pooled.values()]) > 0
+            # a percentile bootstrap of the mean: inside the values' range, around their mean, not zero-width
+            x = np.array(values[w["label"], w["budget"]])
+            assert x.min() - 1e-4 <= lo < x.mean() < hi <= x.max() + 1e-4
+
+
+def test_one_sample_has_no_interval_but_a_dash(db, capsys):
+    """n = 1 used to print a zero-width "95% interval" [x, x]: one sample says nothing about the spread."""
+    assert main(["compare", "knorm", "--db", db, "--measure", "kl_continuation", "--by", "task"]) == 0
+    rows = [[c.strip() for c in line if c.strip()] for line in lines_of(capsys.readouterr().out)]
+    ones = [r for r in rows if r[5] == "1"]
+    more = [r for r in rows if int(r[5]) >= 2]
+    assert ones and more
+    assert all(r[7] == "–" and r[6] != "NULL" for r in ones), ones[:2]
+    for r in more:
+        lo, hi = (float(x) for x in r[7].strip("[]").split(", "))
+        assert lo <= float(r[6]) <= hi
+    con = catalog.connect(db)
+    keys = ("setting", "task", "label", "budget")
+    summary = quality_stats.summarize(quality_stats.load(con), keys, ("kl_continuation",))
+    con.close()
+    lcc = [line for line in quality_stats.markdown(summary, "kl_continuation", keys).splitlines() if "| lcc |" in line]
+    assert lcc and all(line.split(" | ")[-2] == "–" for line in lcc)
 
 
 def test_nulls_are_printed_as_null_with_a_reason(db, capsys):
@@ -50,7 +75,7 @@ def test_nulls_are_printed_as_null_with_a_reason(db, capsys):
                  "--by", "task"]) == 0  # fmt: skip
     rows = [[c.strip() for c in line if c.strip()] for line in lines_of(capsys.readouterr().out)]
     trec = [r for r in rows if r[0] == "trec"]
-    assert trec and all(r[5:] == ["0", "NULL", "[NULL, NULL]", "3 (one-token answer)"] for r in trec)
+    assert trec and all(r[5:] == ["0", "NULL", "–", "3 (one-token answer)"] for r in trec)
     pooled = [r for r in rows if r[0] == "(all tasks)"]
     assert all(r[5] == "5" and r[8].startswith("3 (") for r in pooled), "pooled n skips the NULLs"
 

@@ -59,6 +59,7 @@ def random_keeps(rng, length, shape, sizes, per_head):
     return out
 
 
+@pytest.mark.slow  # 11-15 s per setting on the 2-core machine
 @pytest.mark.parametrize("setting", decode.SETTINGS)
 def test_batched_greedy_equals_single_tiny(tiny_llama, setting):
     torch.manual_seed(5)

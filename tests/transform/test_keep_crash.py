@@ -49,6 +49,7 @@ def rankings(data):
     return dupes[0], rows
 
 
+@pytest.mark.slow  # 20 s: a killed process and its rerun
 def test_sigkill_between_writes_then_rerun_ranks_each_sample_once(synthetic, tmp_path):
     clean, broken = tmp_path / "clean", tmp_path / "broken"
     shutil.copytree(synthetic, clean)
