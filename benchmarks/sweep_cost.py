@@ -34,19 +34,17 @@ import sys
 import threading
 import time
 
-import numpy as np
 import torch
 
 from extract import model as models
 from extract.capture import prefill as capture_prefill
 from extract.longbench import open_longbench
 from extract.prompts import build_prompt
-from transform import decode
+from transform import decode, settings
 from transform.evaluate import evaluate_sample, stop_ids
 from transform.evaluate_run import DEFAULT_BUDGETS, DEFAULT_POLICIES, parse_policies, policy_ref
 from transform.policies import PolicyError, Stats
 from transform.samples import Sample
-from transform import settings
 from transform.settings import SETTINGS, cache_len
 
 try:  # run as a script (python benchmarks/x.py) or imported as benchmarks.x
@@ -94,6 +92,82 @@ class Peak:
             self.grew = max(self.peak, self._now()) - self.base
 
 
+def measure(a, loaded, lb, record, max_new: int, length: int) -> None:
+    """One prompt length: every way, repeated and interleaved; prints the table."""
+    model, tok = loaded.model, loaded.tokenizer
+    prompt = build_prompt(tok, lb.prompts[a.task], record, length)
+    ids, context_end = prompt.input_ids, prompt.ranges()["context_end"]
+    sample = Sample(
+        "bench", loaded.name, a.task, record.sample_id, record.source, len(ids), context_end, max_new,
+        tuple(record.answers), tuple(record.all_classes) if record.all_classes else None, ids,
+    )  # fmt: skip
+    pf = capture_prefill(model, torch.from_numpy(ids), context_end=context_end)
+    f64 = lambda t: t.double().cpu().numpy()  # noqa: E731
+    norms = f64(pf.keys.norm(dim=-1)), f64(pf.values.norm(dim=-1))
+    attn = {s: f64(getattr(pf, settings.get(s).attn_column)) for s in SETTINGS}  # what each setting observes
+    del pf
+    policies, keeps = [], {}
+    for policy in parse_policies(list(DEFAULT_POLICIES), list(DEFAULT_BUDGETS)):
+        try:
+            for setting in SETTINGS:
+                n = cache_len(sample, setting)
+                policy.check(n)
+                cut = Stats(norms[0][..., :n], norms[1][..., :n], attn[setting][..., :n])
+                keeps[policy.policy_id, setting] = policy.keep_token_idx(cut)
+            policies.append(policy)
+        except PolicyError as e:  # an infeasible cell (issue 17): left out of every way alike
+            print(f"  left out: {e}")
+    refs = [policy_ref(p) for p in policies]
+    by_id = {p.policy_id: p for p in policies}
+    keep_for = lambda s, ref, setting: keeps[by_id[ref.policy_id].policy_id, setting]  # noqa: E731
+    instances = len(refs) * len(SETTINGS)
+    print(f"\n{len(ids)} prompt tokens: {len(refs)} policy instances x {len(SETTINGS)} settings = {instances}")
+    stops = stop_ids(tok, model, a.task)
+
+    def answer():
+        prefix = decode.prefill(model, ids, "question_aware", sample.context_end)
+        decode.greedy(model, decode.resume(model, prefix, None), max_new, stops)
+
+    def sweep(way):
+        return lambda: evaluate_sample(loaded, sample, refs, SETTINGS, keep_for, decoding=way)
+
+    def reprefill():
+        for ref in refs[: a.reprefill]:
+            prefix = decode.prefill(model, ids, "question_aware", sample.context_end)
+            decode.greedy(model, decode.resume(model, prefix, keep_for(sample, ref, "question_aware")), max_new,
+                          stops)  # fmt: skip
+
+    runs = {"answer": answer, **{w: sweep(w) for w in a.ways}}
+    if a.reprefill:
+        runs["re-prefill"] = reprefill
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    peaks: dict[str, list[int]] = {k: [] for k in runs}
+    answer()  # warm-ups
+    for way in a.ways:
+        evaluate_sample(loaded, sample, refs[:1], SETTINGS[:1], keep_for, decoding=way)
+    for r in range(a.repeats):
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]  # interleaved, both orders
+        for name in order:
+            with Peak(str(loaded.device)) as peak:
+                t0 = time.perf_counter()
+                runs[name]()
+                if str(loaded.device).startswith("cuda"):
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+            peaks[name].append(peak.grew)
+    if a.reprefill:
+        scale = instances / min(a.reprefill, len(refs))
+        times["re-prefill"] = [t * scale for t in times["re-prefill"]]
+    one = statistics.median(times["answer"])
+    print(f"{'way':<12} {'min s':>8} {'median s':>9} {'max s':>8} {'x answer':>9} {'peak MiB':>9} {'x answer':>9}")
+    peak_one = max(1, max(peaks["answer"]))
+    for name, ts in times.items():
+        note = f"   (timed on {min(a.reprefill, len(refs))} instances, scaled)" if name == "re-prefill" else ""
+        print(f"{name:<12} {min(ts):8.2f} {statistics.median(ts):9.2f} {max(ts):8.2f} "
+              f"{statistics.median(ts) / one:9.1f} {max(peaks[name]) / 2**20:9.0f} "
+              f"{max(peaks[name]) / peak_one:9.2f}{note}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="hotpotqa")
@@ -102,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096], help="prompt tokens (max_tokens)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--reprefill", type=int, default=2, help="instances timed for re-prefill (0: skip it)")
-    ap.add_argument("--ways", nargs="+", default=["masked", "compacted"], choices=["masked", "compacted"],
-                    help="the sweep's decoding paths to time (both by default)")
+    ap.add_argument(
+        "--ways",
+        nargs="+",
+        default=["masked", "compacted"],
+        choices=["masked", "compacted"],
+        help="the sweep's decoding paths to time (both by default)",
+    )
     ap.add_argument("--random-config", choices=sorted(SHAPES), help="random weights of this shape instead")
     ap.add_argument("--tokenizer", help="with --random-config: a local tokenizer folder (default: the default model's)")
     ap.add_argument("--device", default="auto")
@@ -120,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         loaded = random_model(a.random_config, a.device, a.dtype, tokenizer(a.tokenizer))
     else:
         loaded = models.load_cached(a.model, a.device, a.dtype)
-    model, tok = loaded.model, loaded.tokenizer
     lb = open_longbench(a.data_dir)
     record = sample_of(lb, a.task)
     max_new = lb.maxlens.get(a.task, 32)
@@ -128,77 +206,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads; {a.task}, {max_new} new tokens at most")  # fmt: skip
 
     for length in a.lengths:
-        prompt = build_prompt(tok, lb.prompts[a.task], record, length)
-        ids, context_end = prompt.input_ids, prompt.ranges()["context_end"]
-        sample = Sample(
-            "bench", loaded.name, a.task, record.sample_id, record.source, len(ids), context_end, max_new,
-            tuple(record.answers), tuple(record.all_classes) if record.all_classes else None, ids,
-        )  # fmt: skip
-        pf = capture_prefill(model, torch.from_numpy(ids), context_end=context_end)
-        f64 = lambda t: t.double().cpu().numpy()  # noqa: E731
-        norms = f64(pf.keys.norm(dim=-1)), f64(pf.values.norm(dim=-1))
-        attn = {s: f64(getattr(pf, settings.get(s).attn_column)) for s in SETTINGS}  # what each setting observes
-        del pf
-        policies, keeps = [], {}
-        for policy in parse_policies(list(DEFAULT_POLICIES), list(DEFAULT_BUDGETS)):
-            try:
-                for setting in SETTINGS:
-                    n = cache_len(sample, setting)
-                    policy.check(n)
-                    cut = Stats(norms[0][..., :n], norms[1][..., :n], attn[setting][..., :n])
-                    keeps[policy.policy_id, setting] = policy.keep_token_idx(cut)
-                policies.append(policy)
-            except PolicyError as e:  # an infeasible cell (issue 17): left out of every way alike
-                print(f"  left out: {e}")
-        refs = [policy_ref(p) for p in policies]
-        by_id = {p.policy_id: p for p in policies}
-        keep_for = lambda s, ref, setting: keeps[by_id[ref.policy_id].policy_id, setting]  # noqa: E731
-        instances = len(refs) * len(SETTINGS)
-        print(f"\n{len(ids)} prompt tokens: {len(refs)} policy instances x {len(SETTINGS)} settings = {instances}")
-        stops = stop_ids(tok, model, a.task)
-
-        def answer():
-            prefix = decode.prefill(model, ids, "question_aware", sample.context_end)
-            decode.greedy(model, decode.resume(model, prefix, None), max_new, stops)
-
-        def sweep(way):
-            return lambda: evaluate_sample(loaded, sample, refs, SETTINGS, keep_for, decoding=way)
-
-        def reprefill():
-            for ref in refs[: a.reprefill]:
-                prefix = decode.prefill(model, ids, "question_aware", sample.context_end)
-                decode.greedy(model, decode.resume(model, prefix, keep_for(sample, ref, "question_aware")), max_new,
-                              stops)  # fmt: skip
-
-        runs = {"answer": answer, **{w: sweep(w) for w in a.ways}}
-        if a.reprefill:
-            runs["re-prefill"] = reprefill
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        peaks: dict[str, list[int]] = {k: [] for k in runs}
-        answer()  # warm-ups
-        for way in a.ways:
-            evaluate_sample(loaded, sample, refs[:1], SETTINGS[:1], keep_for, decoding=way)
-        for r in range(a.repeats):
-            order = list(runs) if r % 2 == 0 else list(runs)[::-1]  # interleaved, both orders
-            for name in order:
-                with Peak(str(loaded.device)) as peak:
-                    t0 = time.perf_counter()
-                    runs[name]()
-                    if str(loaded.device).startswith("cuda"):
-                        torch.cuda.synchronize()
-                    times[name].append(time.perf_counter() - t0)
-                peaks[name].append(peak.grew)
-        if a.reprefill:
-            scale = instances / min(a.reprefill, len(refs))
-            times["re-prefill"] = [t * scale for t in times["re-prefill"]]
-        one = statistics.median(times["answer"])
-        print(f"{'way':<12} {'min s':>8} {'median s':>9} {'max s':>8} {'x answer':>9} {'peak MiB':>9} {'x answer':>9}")
-        peak_one = max(1, max(peaks["answer"]))
-        for name, ts in times.items():
-            note = f"   (timed on {min(a.reprefill, len(refs))} instances, scaled)" if name == "re-prefill" else ""
-            print(f"{name:<12} {min(ts):8.2f} {statistics.median(ts):9.2f} {max(ts):8.2f} "
-                  f"{statistics.median(ts) / one:9.1f} {max(peaks[name]) / 2**20:9.0f} "
-                  f"{max(peaks[name]) / peak_one:9.2f}{note}")  # fmt: skip
+        measure(a, loaded, lb, record, max_new, length)
     return 0
 
 

@@ -31,7 +31,7 @@ from transform.evict import check_keep, evicted_layers, make_cache, seen_of, win
 
 NAME = "kvw_masked"
 GROW = 16  # positions a row's own buffer grows by when a forward appends more than it was sized for
-SCORE_BYTES = 64 << 20  # attention scores computed per block of rows: bounds a layer's transient memory
+SCORE_BYTES = 16 << 20  # attention scores computed per block of rows: bounds a layer's transient memory
 _local = threading.local()
 _lock = threading.Lock()
 
@@ -154,8 +154,17 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout=0
     window = kwargs.get("sliding_window") or layer.window
     per_row = max(1, SCORE_BYTES // max(1, hq * q * (p + a) * 4))
     blocks = [
-        _block(layer, query[j : j + per_row], key[j : j + per_row], value[j : j + per_row], j, scaling,
-               kwargs.get("softcap") or None, kwargs.get("s_aux"), window)  # fmt: skip
+        _block(
+            layer,
+            query[j : j + per_row],
+            key[j : j + per_row],
+            value[j : j + per_row],
+            j,
+            scaling,
+            kwargs.get("softcap") or None,
+            kwargs.get("s_aux"),
+            window,
+        )  # fmt: skip
         for j in range(0, n, per_row)
     ]
     return torch.cat(blocks) if len(blocks) > 1 else blocks[0], None
