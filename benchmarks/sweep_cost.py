@@ -160,12 +160,58 @@ def measure(a, loaded, lb, record, max_new: int, length: int) -> None:
         times["re-prefill"] = [t * scale for t in times["re-prefill"]]
     one = statistics.median(times["answer"])
     print(f"{'way':<12} {'min s':>8} {'median s':>9} {'max s':>8} {'x answer':>9} {'peak MiB':>9} {'x answer':>9}")
-    peak_one = max(1, max(peaks["answer"]))
+    peak_one = max(peaks["answer"])
     for name, ts in times.items():
         note = f"   (timed on {min(a.reprefill, len(refs))} instances, scaled)" if name == "re-prefill" else ""
+        # a peak below 1 MiB is in the allocator's noise: no ratio to it
+        ratio = f"{max(peaks[name]) / peak_one:9.2f}" if peak_one >= 2**20 else f"{'-':>9}"
         print(f"{name:<12} {min(ts):8.2f} {statistics.median(ts):9.2f} {max(ts):8.2f} "
-              f"{statistics.median(ts) / one:9.1f} {max(peaks[name]) / 2**20:9.0f} "
-              f"{max(peaks[name]) / peak_one:9.2f}{note}")  # fmt: skip
+              f"{statistics.median(ts) / one:9.1f} {max(peaks[name]) / 2**20:9.0f} {ratio}{note}")  # fmt: skip
+    if a.breakdown and "masked" in a.ways:
+        breakdown(lambda: sweep("masked")(), answer, one)
+
+
+def breakdown(sweep, answer, one: float) -> None:
+    """Where a masked sweep's time goes: its forwards by kind, counted and timed (one more run of each), against
+    the answer's prefill rate: the sweep's token rows at that rate is the floor batching alone cannot beat."""
+    from transform import decode_batch, masked
+
+    seen: dict[str, list[float]] = {}
+    real = decode.forward_batch
+
+    def counted(model, ids, cache, start, logits_to_keep=1):
+        t0 = time.perf_counter()
+        out = real(model, ids, cache, start, logits_to_keep)
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        kind = ("prefill" if start == 0 else "greedy step" if ids.shape[1] == 1
+                else "teacher forcing" if logits_to_keep == 0 else "rest of prompt")  # fmt: skip
+        row = seen.setdefault(kind, [0, 0, 0.0])
+        row[0], row[1], row[2] = row[0] + 1, row[1] + ids.numel(), row[2] + time.perf_counter() - t0
+        return out
+
+    modules = (decode, decode_batch, masked)
+    for m in modules:
+        m.forward_batch = counted
+    try:
+        answer()
+        rate = seen["prefill"][2] / seen["prefill"][1]  # seconds per prompt token in the answer's prefill
+        seen.clear()
+        t0 = time.perf_counter()
+        sweep()
+        total = time.perf_counter() - t0
+    finally:
+        for m in modules:
+            m.forward_batch = real
+    print(f"masked sweep, where the time goes (one more run, {total:.1f} s; the answer's prefill: "
+          f"{rate * 1e3:.2f} ms per token):")  # fmt: skip
+    print(f"  {'forwards':<16} {'calls':>6} {'token rows':>11} {'s':>8} {'ms/row':>7}")
+    rows = 0
+    for kind, (calls, n, sec) in seen.items():
+        rows += n
+        print(f"  {kind:<16} {calls:6d} {n:11d} {sec:8.2f} {sec / n * 1e3:7.2f}")
+    floor = rows * rate
+    print(f"  floor: {rows} token rows at the prefill's rate = {floor:.1f} s = {floor / one:.1f}x one answer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         default=["masked", "compacted"],
         choices=["masked", "compacted"],
         help="the sweep's decoding paths to time (both by default)",
+    )
+    ap.add_argument(
+        "--no-breakdown",
+        dest="breakdown",
+        action="store_false",
+        help="leave out the masked sweep's time by kind of forward (one more run)",
     )
     ap.add_argument("--random-config", choices=sorted(SHAPES), help="random weights of this shape instead")
     ap.add_argument("--tokenizer", help="with --random-config: a local tokenizer folder (default: the default model's)")
