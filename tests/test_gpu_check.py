@@ -23,9 +23,11 @@ def test_gpu_check_smoke_runs_every_section(tmp_path):
     text = out.stdout
     for header in ("== 1. extraction vs bare prefill", "== 2. one prefill for 8 policies", "== 3. a sample's whole"):
         assert header in text
-    lines = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1]}
+    table = text[text.index("\nway ") :].splitlines()[1:4]
+    lines = {line.split()[0]: line.split() for line in table}
     # the sweep's table: one answer, the masked sweep and the re-prefill estimate, each with a ratio to one answer
     for way in ("answer", "masked", "re-prefill"):
         assert way in lines and float(lines[way][4]) > 0, text[-2000:]
     assert float(lines["answer"][4]) == 1.0
+    assert "masked sweep, where the time goes" in text and "floor:" in text  # and where its time went
     assert (tmp_path / "extract_overhead-tiny.json").exists()
