@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -224,7 +224,12 @@ def evaluate_sample(
         reference = Reference(full.logprobs, full.tokens, full.continuation_logprobs)
         score_full = metrics.score(sample.task, full.prediction, sample.answers, sample.all_classes)
         keeps = [keep_for(sample, policy, setting) for policy in policies]
-        outcomes = _run(model, tok, prefix, keeps, sample, stops, answer, reference, decoding)
+        # a keep-set that keeps every prefix position is the full cache: its outcome, KLs exactly 0
+        whole = [restrict(k, prefix.length).shape[2] == prefix.length for k in keeps]
+        runs = iter(_run(model, tok, prefix, [k for k, w in zip(keeps, whole, strict=True) if not w], sample, stops,
+                         answer, reference, decoding))  # fmt: skip
+        same = replace(full, kl=0.0 if answer else None, kl_continuation=0.0, logprobs=None, continuation_logprobs=None)
+        outcomes = [same if w else next(runs) for w in whole]
         for policy, keep, got in zip(policies, keeps, outcomes, strict=True):
             k = restrict(keep, prefix.length).shape[2]
             positions = held(prefix.cache, k, horizon, rest)

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -94,6 +95,18 @@ class SharedLayer(DynamicLayer):
     def own_bytes(self) -> int:
         return self._keys.nbytes + self._values.nbytes + (0 if self.mask is None else self.mask.nbytes)
 
+    def kept(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's kept shared positions, first to last, padded to the most any row keeps: index
+        [rows, H, K] into the shared keys, and which entries are real [rows, H, K] (computed once per mask)."""
+        if getattr(self, "_kept_for", None) is not self.mask:
+            mask = self.mask
+            counts = mask.sum(-1)
+            k = max(1, int(counts.max()))
+            order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)[..., :k]
+            self._kept = order, torch.arange(k, device=mask.device)[None, None] < counts[..., None]
+            self._kept_for = mask
+        return self._kept
+
 
 class SharedCache(DynamicCache):
     """A DynamicCache of SharedLayers; `attending(model)` is how a forward reads it (transform.decode.forward_batch)."""
@@ -152,21 +165,19 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout=0
     a, p = key.shape[2], layer.shared_keys.shape[2]
     scaling = d**-0.5 if scaling is None else scaling
     window = kwargs.get("sliding_window") or layer.window
+    softcap, sinks = kwargs.get("softcap") or None, kwargs.get("s_aux")
     per_row = max(1, SCORE_BYTES // max(1, hq * q * (p + a) * 4))
-    blocks = [
-        _block(
-            layer,
-            query[j : j + per_row],
-            key[j : j + per_row],
-            value[j : j + per_row],
-            j,
-            scaling,
-            kwargs.get("softcap") or None,
-            kwargs.get("s_aux"),
-            window,
-        )  # fmt: skip
-        for j in range(0, n, per_row)
-    ]
+    # several queries per row (the rest of the prompt, teacher forcing): each row's kept keys gathered and one
+    # fused sdpa over them beats scoring every shared position; one query per row (a decode step): reading the
+    # shared keys once for every row beats copying each row's kept ones
+    gather = q > 1 and layer.mask is not None and softcap is None and sinks is None
+    blocks = []
+    for j in range(0, n, per_row):
+        rows = slice(j, j + per_row)
+        if gather:
+            blocks.append(_gathered(layer, query[rows], key[rows], value[rows], j, scaling, window))
+        else:
+            blocks.append(_block(layer, query[rows], key[rows], value[rows], j, scaling, softcap, sinks, window))
     return torch.cat(blocks) if len(blocks) > 1 else blocks[0], None
 
 
@@ -208,6 +219,31 @@ def _block(layer: SharedLayer, query, key, value, first: int, scaling, softcap, 
     out = torch.bmm(shared.to(dtype).view(hkv, n * g * q, p), layer.shared_values[0])
     out = out.view(hkv, n, g * q, d).transpose(0, 1) + torch.matmul(own.to(dtype), value)
     out = out / total[..., None].to(dtype)
+    return out.reshape(n, hq, q, d).transpose(1, 2).contiguous()
+
+
+def _gathered(layer: SharedLayer, query, key, value, first: int, scaling, window):
+    """Rows first.. : each row's kept shared keys gathered next to its own, one sdpa call (no softcap, no sinks)."""
+    n, hq, q, d = query.shape
+    hkv, a = key.shape[1], key.shape[2]
+    g, device = hq // hkv, query.device
+    order, real = (t[first : first + n] for t in layer.kept())
+    index = order[..., None].expand(-1, -1, -1, d)
+    keys = torch.cat([layer.shared_keys.expand(n, -1, -1, -1).gather(2, index), key], 2)
+    values = torch.cat([layer.shared_values.expand(n, -1, -1, -1).gather(2, index), value], 2)
+    q_pos = layer.end + a - q + torch.arange(q, device=device)
+    own_pos = layer.end + torch.arange(a, device=device)
+    own = own_pos[None] <= q_pos[:, None]  # [q, a]
+    if window:
+        own &= own_pos[None] > q_pos[:, None] - window
+        shared_pos = layer.end - layer.shared_keys.shape[2] + order  # [n, H, K]
+        shared = real[:, :, None] & (shared_pos[:, :, None] > q_pos[None, None, :, None] - window)  # [n, H, q, K]
+        shared = shared.repeat(1, 1, g, 1)
+    else:
+        shared = real[:, :, None].expand(-1, -1, g * q, -1)
+    allowed = torch.cat([shared, own.repeat(g, 1)[None, None].expand(n, hkv, -1, -1)], -1)
+    qg = query.reshape(n, hkv, g * q, d)
+    out = F.scaled_dot_product_attention(qg, keys, values, attn_mask=allowed, scale=scaling)
     return out.reshape(n, hq, q, d).transpose(1, 2).contiguous()
 
 
