@@ -31,6 +31,7 @@ from transform.decode_batch import ROOM, Batch
 from transform.evict import check_keep, evicted_layers, make_cache, seen_of, window_of
 
 NAME = "kvw_masked"
+FLOOR = -87.0  # softmax scores below the top one by more than this count as exp(-87): see _block
 GROW = 16  # positions a row's own buffer grows by when a forward appends more than it was sized for
 SCORE_BYTES = 16 << 20  # attention scores computed per block of rows: bounds a layer's transient memory
 _local = threading.local()
@@ -93,7 +94,17 @@ class SharedLayer(DynamicLayer):
         return out
 
     def own_bytes(self) -> int:
-        return self._keys.nbytes + self._values.nbytes + (0 if self.mask is None else self.mask.nbytes)
+        """Its rows' own positions and masks (and, once attention has run, the mask as scores and as indices)."""
+        extra = [self.mask, getattr(self, "_bias", None), *getattr(self, "_kept", ())]
+        return self._keys.nbytes + self._values.nbytes + sum(t.nbytes for t in extra if t is not None)
+
+    def bias(self) -> torch.Tensor:
+        """The keep mask as float32 scores to add, [H, rows, 1, P]: 0 kept, -inf evicted (computed once per mask)."""
+        if getattr(self, "_bias_for", None) is not self.mask:
+            drop = ~self.mask.transpose(0, 1)[:, :, None]
+            self._bias = torch.zeros(drop.shape, device=drop.device).masked_fill_(drop, float("-inf"))
+            self._bias_for = self.mask
+        return self._bias
 
     def kept(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's kept shared positions, first to last, padded to the most any row keeps: index
@@ -195,7 +206,7 @@ def _block(layer: SharedLayer, query, key, value, first: int, scaling, softcap, 
         shared.div_(softcap).tanh_().mul_(softcap)
         own.div_(softcap).tanh_().mul_(softcap)
     if layer.mask is not None:
-        shared.masked_fill_(~layer.mask[first : first + n].transpose(0, 1)[:, :, None], float("-inf"))
+        shared.add_(layer.bias()[:, first : first + n])
     q_pos = layer.end + a - q + torch.arange(q, device=device)
     if window and int(q_pos[-1]) - window >= layer.end - p:  # some shared positions slid out of the window
         gone = torch.arange(layer.end - p, layer.end, device=device)[None] <= q_pos[:, None] - window
@@ -210,8 +221,11 @@ def _block(layer: SharedLayer, query, key, value, first: int, scaling, softcap, 
     if sinks is not None:
         sink = sinks.float().reshape(1, hkv, g, 1).expand(n, hkv, g, q).reshape(n, hkv, g * q)
         top = torch.maximum(top, sink)
-    shared.sub_(top.transpose(0, 1)[..., None]).exp_()
-    own.sub_(top[..., None]).exp_()
+    # masked scores are -inf, and exp of -inf or of anything below ~-87 (a denormal) takes 5-25x longer on a CPU
+    # than of a normal number: floor them at FLOOR, whose exp (1.6e-38) is below float32's resolution of any sum
+    # that includes the top score's exp(0) = 1
+    shared.sub_(top.transpose(0, 1)[..., None]).clamp_min_(FLOOR).exp_()
+    own.sub_(top[..., None]).clamp_min_(FLOOR).exp_()
     total = shared.sum(-1).transpose(0, 1) + own.sum(-1)
     if sinks is not None:
         total += (sink - top).exp()

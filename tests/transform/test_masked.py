@@ -133,19 +133,21 @@ def test_teacher_forcing_and_forked_rows_equal_the_reference(tiny_llama):
 def test_the_full_cache_is_shared_not_copied(tiny_llama):
     torch.manual_seed(9)
     ids = torch.randint(0, 512, (200,))
-    prefix = decode.prefill(tiny_llama, ids, "question_agnostic", context_end=180, horizon=208)
+    prefix = decode.prefill(tiny_llama, ids, "question_aware", context_end=180, horizon=208)
     keeps = random_keeps(np.random.default_rng(4), prefix.length, (2, 2), [50] * 12, per_head=True)
     batch = masked.resume(tiny_llama, prefix, keeps)
     for src, layer in zip(prefix.cache.layers, batch.cache.layers, strict=True):
         assert layer.shared_keys.data_ptr() == src.keys.data_ptr()
         assert layer.shared_values.data_ptr() == src.values.data_ptr()
-    # what the 12 rows hold beyond the shared cache: room for their own 20 question + 8 answer positions, and a
-    # keep mask of one byte per (layer, head, prefix position); nothing that grows with the budget
+    # what the 12 rows hold beyond the shared cache: room for their own 8 answer positions and a keep mask of one
+    # byte per (layer, head, prefix position); once decoding ran, the mask as float32 scores too. Nothing grows
+    # with the budget, nothing is a copy of the prefix
     L, H, D = 2, 2, prefix.cache.layers[0].keys.shape[3]
-    assert batch.cache.own_bytes() == 12 * L * (2 * H * 28 * D * 4 + H * 180)
+    assert batch.cache.own_bytes() == 12 * L * (2 * H * 8 * D * 4 + H * 200)
     db.greedy_batch(tiny_llama, batch, 8)
-    assert batch.cache.layers[0]._keys.shape[2] == 28  # decoding to the horizon never grew the buffers
-    assert prefix.cache.layers[0].keys.shape[2] == 180  # the prefill's cache is never written
+    assert batch.cache.own_bytes() == 12 * L * (2 * H * 8 * D * 4 + H * 200 * 5)
+    assert batch.cache.layers[0]._keys.shape[2] == 8  # decoding to the horizon never grew the buffers
+    assert prefix.cache.layers[0].keys.shape[2] == 200  # the prefill's cache is never written
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
