@@ -242,9 +242,11 @@ def _gathered(layer: SharedLayer, query, key, value, first: int, scaling, window
     hkv, a = key.shape[1], key.shape[2]
     g, device = hq // hkv, query.device
     order, real = (t[first : first + n] for t in layer.kept())
-    index = order[..., None].expand(-1, -1, -1, d)
-    keys = torch.cat([layer.shared_keys.expand(n, -1, -1, -1).gather(2, index), key], 2)
-    values = torch.cat([layer.shared_values.expand(n, -1, -1, -1).gather(2, index), value], 2)
+    p = layer.shared_keys.shape[2]
+    rows = (order + torch.arange(hkv, device=device)[None, :, None] * p).flatten()  # into [H * P, D]
+    k = order.shape[2]
+    keys = torch.cat([layer.shared_keys[0].reshape(hkv * p, d).index_select(0, rows).view(n, hkv, k, d), key], 2)
+    values = torch.cat([layer.shared_values[0].reshape(hkv * p, d).index_select(0, rows).view(n, hkv, k, d), value], 2)
     q_pos = layer.end + a - q + torch.arange(q, device=device)
     own_pos = layer.end + torch.arange(a, device=device)
     own = own_pos[None] <= q_pos[:, None]  # [q, a]
