@@ -14,3 +14,5 @@ if [ -f "$KVW_REPO/.venv/bin/activate" ]; then
   # shellcheck disable=SC1091
   . "$KVW_REPO/.venv/bin/activate"
 fi
+# `kvw extract/evaluate` without a server start a temporary one: Prefect's default 20 s is short on a loaded machine
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}

@@ -23,7 +23,7 @@ def test_gpu_check_smoke_runs_every_section(tmp_path):
     text = out.stdout
     for header in ("== 1. extraction vs bare prefill", "== 2. one prefill for 8 policies", "== 3. a sample's whole"):
         assert header in text
-    table = text[text.index("\nway ") :].splitlines()[1:4]
+    table = text[text.index("\nway ") + 1 :].splitlines()[1:4]  # the rows under the header
     lines = {line.split()[0]: line.split() for line in table}
     # the sweep's table: one answer, the masked sweep and the re-prefill estimate, each with a ratio to one answer
     for way in ("answer", "masked", "re-prefill"):
