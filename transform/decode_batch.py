@@ -32,8 +32,10 @@ class RoomyLayer(DynamicLayer):
     """A DynamicLayer that writes new positions into spare room instead of concatenating its whole cache.
 
     DynamicLayer copies every layer's cache at each step (torch.cat); at batch 8 that took a third of a
-    decode step. Here `keys`/`values` are views of buffers grown by `ROOM` positions at a time.
+    decode step. Here `keys`/`values` are views of buffers grown by `grow` positions at a time.
     """
+
+    grow = ROOM
 
     def __init__(self, batch: int, like: torch.Tensor, length: int):
         super().__init__()
@@ -50,7 +52,7 @@ class RoomyLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         end = self._n + key_states.shape[-2]
         if end > self._keys.shape[-2]:
-            grown = [t.new_empty(*t.shape[:2], end + ROOM, t.shape[-1]) for t in (self._keys, self._values)]
+            grown = [t.new_empty(*t.shape[:2], end + self.grow, t.shape[-1]) for t in (self._keys, self._values)]
             grown[0][:, :, : self._n], grown[1][:, :, : self._n] = self.keys, self.values
             self._keys, self._values = grown
         self._keys[:, :, self._n : end], self._values[:, :, self._n : end] = key_states, value_states

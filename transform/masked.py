@@ -27,7 +27,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from transform.decode import Prefix, forward_batch
-from transform.decode_batch import ROOM, Batch
+from transform.decode_batch import ROOM, Batch, RoomyLayer
 from transform.evict import check_keep, evicted_layers, make_cache, seen_of, window_of
 
 NAME = "kvw_masked"
@@ -38,14 +38,16 @@ _local = threading.local()
 _lock = threading.Lock()
 
 
-class SharedLayer(DynamicLayer):
+class SharedLayer(RoomyLayer):
     """One layer: the prefill's keys/values [1, H, P, D] shared by every row, each row's keep mask over them
     [rows, H, P] (None: every row keeps all), and each row's own appended keys/values [rows, H, a, D]."""
+
+    grow = GROW  # its buffers are sized to the horizon: growing is the exception
 
     def __init__(
         self, keys, values, window: int | None, end: int, mask: torch.Tensor | None, rows: int, room: int = ROOM
     ):
-        super().__init__()
+        DynamicLayer.__init__(self)  # RoomyLayer's own __init__ sizes a batch cache; these buffers are the rows'
         self.lazy_initialization(keys, values)
         self.shared_keys, self.shared_values = keys, values
         self.window, self.end, self.mask = window, end, mask  # shared positions are end - P .. end - 1
@@ -58,20 +60,6 @@ class SharedLayer(DynamicLayer):
         self._n = 0
         self._views()
 
-    def _views(self) -> None:
-        self.keys, self.values = self._keys[:, :, : self._n], self._values[:, :, : self._n]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        end = self._n + key_states.shape[-2]
-        if end > self._keys.shape[-2]:
-            grown = [t.new_empty(*t.shape[:2], end + GROW, t.shape[-1]) for t in (self._keys, self._values)]
-            grown[0][:, :, : self._n], grown[1][:, :, : self._n] = self.keys, self.values
-            self._keys, self._values = grown
-        self._keys[:, :, self._n : end], self._values[:, :, self._n : end] = key_states, value_states
-        self._n = end
-        self._views()
-        return self.keys, self.values
-
     def get_seq_length(self) -> int:
         return self.end + self._n  # absolute: what the model counts positions from
 
@@ -79,10 +67,9 @@ class SharedLayer(DynamicLayer):
         return self.end + self._n + query_length, 0
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._keys, self._values = self._keys.index_select(0, indices), self._values.index_select(0, indices)
+        super().batch_select_indices(indices)
         if self.mask is not None:
             self.mask = self.mask.index_select(0, indices)
-        self._views()
 
     def rows(self, idx: Sequence[int]) -> SharedLayer:
         """A copy holding some rows (their own positions copied; the shared keys are not)."""

@@ -14,6 +14,7 @@ from extract.longbench import open_longbench, read_task
 from extract.prompts import build_prompt
 from tests.architectures import SUPPORTED, build
 from tests.conftest import FIXTURE_LONGBENCH
+from tests.transform.test_decode_batch import random_keeps
 from transform import decode, masked
 from transform import decode_batch as db
 from transform.evaluate_run import DEFAULT_BUDGETS, DEFAULT_POLICIES, parse_policies
@@ -50,17 +51,6 @@ def assert_same(got, want, atol=ATOL, of_scale: float | None = None):
             torch.testing.assert_close(a, b, atol=atol, rtol=RTOL)
         else:
             assert ((a - b).abs().amax(-1) <= of_scale * b.abs().amax(-1)).all(), float((a - b).abs().max())
-
-
-def random_keeps(rng, length, shape, sizes, per_head):
-    L, H = shape
-    out = []
-    for k in sizes:
-        if per_head:
-            out.append(np.sort(np.stack([[rng.choice(length, k, replace=False) for _ in range(H)] for _ in range(L)])))
-        else:
-            out.append(np.broadcast_to(np.sort(rng.choice(length, k, replace=False)), (L, H, k)).copy())
-    return out
 
 
 @pytest.mark.parametrize("setting", decode.SETTINGS)
